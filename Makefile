@@ -1,0 +1,38 @@
+# dynrec developer commands. `make setup && make test` works on a fresh clone.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+DEMO ?= demo
+
+.PHONY: setup test test-fast bench demo lint clean
+
+setup:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: any other spec pulls a CUDA build with gigabytes of packages
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torchvision') is not None)" \
+		|| (echo "torchvision got installed; it must not be (see DESIGN.md)" && exit 1)
+
+test:
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+test-fast:
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+bench:
+	$(BIN)/python -m bench
+
+lint:
+	$(BIN)/ruff check dynrec tests bench
+
+demo:
+	rm -rf $(DEMO)
+	$(BIN)/dynrec synth $(DEMO)/scene --preset small --seed 0
+	$(BIN)/dynrec preprocess $(DEMO)/scene/video.mp4 -o $(DEMO)/work --gt $(DEMO)/scene
+	$(BIN)/dynrec status $(DEMO)/work
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache

@@ -1,0 +1,1 @@
+"""Pure-torch / numpy geometry: cameras, rotations, rigid transforms."""

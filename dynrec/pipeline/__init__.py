@@ -1,0 +1,1 @@
+"""Work dir, config, stage registry and runner."""

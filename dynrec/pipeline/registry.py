@@ -1,0 +1,14 @@
+"""The stage registry, in an order where upstream stages come first."""
+
+from __future__ import annotations
+
+from dynrec.stages import cameras, depth, frames, keypoints, masks, tracks
+from dynrec.stages.base import StageSpec
+
+REGISTRY: list[StageSpec] = [frames.STAGE, depth.STAGE, tracks.STAGE, masks.STAGE, cameras.STAGE, keypoints.STAGE]
+
+#: What ``dynrec preprocess`` brings up to date.
+PREPROCESS: list[str] = ["frames", "depth", "tracks", "masks", "cameras", "keypoints"]
+
+#: Stages with a ``gt`` backend; ``--gt SCENE`` switches them to it.
+GT_STAGES: tuple[str, ...] = ("masks", "depth", "tracks", "cameras", "keypoints")

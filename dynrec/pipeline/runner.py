@@ -1,0 +1,248 @@
+"""The stage runner: keys, states, resume, ``--from`` / ``--only`` / ``--force``.
+
+A stage's key is the hash of (name, artifact schema version, params, upstream keys,
+external input content). A stage is *done* when its committed manifest holds the current
+key and its files are intact; it re-runs otherwise, and everything downstream is stale
+because its key includes this one. A failure is recorded and leaves all committed stages
+as they were; the next run resumes at the failed stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from dynrec import __version__
+from dynrec.errors import ArtifactError, DynrecError, StageFailed
+from dynrec.pipeline.config import Config
+from dynrec.pipeline.hashing import hash_json, hash_path
+from dynrec.pipeline.workdir import WorkDir
+from dynrec.stages.base import StageContext, StageSpec
+
+STATES = ("done", "stale", "failed", "missing")
+
+
+@dataclass
+class StageState:
+    """What ``dynrec status`` shows for one stage."""
+
+    name: str
+    state: str
+    key: str
+    detail: str = ""
+    duration_s: float | None = None
+    size_bytes: int | None = None
+
+
+class Runner:
+    """Runs registered stages over a work dir with a resolved config."""
+
+    def __init__(self, work: WorkDir, specs: list[StageSpec], config: Config, device: str = "cpu",
+                 console: Console | None = None):
+        self.work = work
+        self.specs = {s.name: s for s in specs}
+        self.order = [s.name for s in specs]
+        self.config = config
+        self.device = device
+        self.console = console or Console(stderr=True)
+        self._keys: dict[str, str] = {}
+
+    # ----- keys and states -------------------------------------------------------------
+    @property
+    def source(self) -> Path | None:
+        return Path(self.config.input.source) if self.config.input.source else None
+
+    @property
+    def gt(self) -> Path | None:
+        return Path(self.config.input.gt) if self.config.input.gt else None
+
+    def _key_parts(self, name: str) -> dict[str, Any]:
+        spec = self.specs[name]
+        params = self.config.stages[name]
+        external = spec.external(params, self.source, self.gt)
+        return {
+            "stage": name,
+            "version": spec.version,
+            "params": dataclasses.asdict(params),
+            "upstream": {u: self.key(u) for u in spec.upstream},
+            "external": {str(p): hash_path(p) for p in external},
+        }
+
+    def key(self, name: str) -> str:
+        """Current key of ``name`` (cached for the runner's lifetime)."""
+        if name not in self._keys:
+            self._keys[name] = hash_json(self._key_parts(name))[:16]
+        return self._keys[name]
+
+    def state(self, name: str) -> StageState:
+        try:
+            key = self.key(name)
+        except DynrecError as exc:
+            return StageState(name, "missing" if self.work.manifest(name) is None else "stale", "?", str(exc))
+        manifest = self.work.manifest(name)
+        failure = self.work.failure(name)
+        if manifest is not None and manifest.get("key") == key:
+            changed = self.work.changed_files(name, manifest)
+            if not changed:
+                return StageState(name, "done", key, "", manifest.get("duration_s"), _size(manifest))
+            detail = f"artifact changed on disk: {', '.join(changed[:3])}"
+            return StageState(name, "stale", key, detail, manifest.get("duration_s"), _size(manifest))
+        if failure is not None and failure.get("key") == key:
+            return StageState(name, "failed", key, failure.get("error", ""))
+        if manifest is not None:
+            return StageState(name, "stale", key, self._why_stale(name, manifest),
+                              manifest.get("duration_s"), _size(manifest))
+        return StageState(name, "missing", key)
+
+    def _why_stale(self, name: str, manifest: dict[str, Any]) -> str:
+        if manifest.get("key") == "invalid":
+            return manifest.get("invalid_reason", "artifact invalid")
+        parts = self._key_parts(name)
+        changed = [k for k, v in parts["params"].items() if manifest.get("params", {}).get(k) != v]
+        if changed:
+            return "params changed: " + ", ".join(changed)
+        ups = [u for u, k in parts["upstream"].items() if manifest.get("upstream", {}).get(u) != k]
+        if ups:
+            return "upstream changed: " + ", ".join(ups)
+        if parts["external"] != manifest.get("external"):
+            return "input changed"
+        return "schema version changed"
+
+    def states(self) -> list[StageState]:
+        return [self.state(n) for n in self.order]
+
+    # ----- planning ----------------------------------------------------------------------
+    def _check_stage(self, name: str, what: str) -> None:
+        if name not in self.specs:
+            raise DynrecError(f"{what} names unknown stage '{name}'; stages: {', '.join(self.order)}")
+
+    def _ancestors(self, name: str) -> set[str]:
+        out: set[str] = set()
+        for up in self.specs[name].upstream:
+            out |= {up} | self._ancestors(up)
+        return out
+
+    def plan(self, targets: list[str], from_: str | None = None, only: str | None = None,
+             force: bool = False) -> tuple[list[str], set[str]]:
+        """Stages to visit in order, and the ones to re-run even if done."""
+        for t in targets:
+            self._check_stage(t, "target")
+        if only is not None:
+            self._check_stage(only, "--only")
+            return [only], {only}
+        wanted = set(targets)
+        for t in targets:
+            wanted |= self._ancestors(t)
+        plan = [n for n in self.order if n in wanted]
+        forced = set(plan) if force else set()
+        if from_ is not None:
+            self._check_stage(from_, "--from")
+            if from_ not in plan:
+                raise DynrecError(f"--from {from_}: this command runs {', '.join(plan)}")
+            forced |= {n for n in plan if n == from_ or from_ in self._ancestors(n)}
+        return plan, forced
+
+    # ----- running -------------------------------------------------------------------------
+    def run(self, targets: list[str], from_: str | None = None, only: str | None = None,
+            force: bool = False) -> list[str]:
+        """Bring ``targets`` up to date; returns the stages that actually ran."""
+        plan, forced = self.plan(targets, from_, only, force)
+        ran = []
+        for name in plan:
+            state = self.state(name)
+            if state.state == "done" and name not in forced:
+                self.console.print(f"[green]✓[/] {name} [dim](done, key {state.key})[/]")
+                continue
+            self._require_upstream(name)
+            self._execute(name)
+            ran.append(name)
+        return ran
+
+    def _require_upstream(self, name: str) -> None:
+        for up in self.specs[name].upstream:
+            st = self.state(up)
+            if st.state != "done":
+                raise DynrecError(
+                    f"stage '{name}' needs '{up}', which is {st.state}"
+                    + (f" ({st.detail})" if st.detail else "")
+                    + f"; run `dynrec preprocess VIDEO -o {self.work.root}` (or `--from {up}`) to make it"
+                )
+
+    def _owner(self, path: Path) -> str | None:
+        try:
+            rel = path.resolve().relative_to(self.work.root.resolve())
+        except ValueError:
+            return None
+        head = rel.parts[0] if rel.parts else ""
+        return head if head in self.specs else None
+
+    def _execute(self, name: str) -> None:
+        spec, params, key = self.specs[name], self.config.stages[name], self.key(name)
+        tmp = self.work.prepare_tmp(name, key)
+        started = time.time()
+        with Progress(TextColumn("  {task.description}"), BarColumn(), TaskProgressColumn(),
+                      TimeElapsedColumn(), console=self.console, transient=True) as bar:
+            task = bar.add_task(name, total=None)
+
+            def progress(description: str, done: int, total: int) -> None:
+                bar.update(task, description=f"{name}: {description}", completed=done, total=total)
+
+            ctx = StageContext(work=self.work.root, out=tmp,
+                               inputs={u: self.work.stage_dir(u) for u in spec.upstream},
+                               device=self.device, source=self.source, gt=self.gt,
+                               console=self.console, progress=progress)
+            try:
+                info = spec.run(ctx, params) or {}
+            except ArtifactError as exc:
+                owner = exc.stage or self._owner(exc.path)
+                message = str(exc)
+                if owner is not None and owner != name:
+                    self.work.invalidate(owner, f"corrupted artifact: {exc.problem}")
+                    message += f"\nstage '{owner}' is marked stale; run the same command again to rebuild it"
+                self._fail(name, key, message)
+                raise DynrecError(message) from exc
+            except DynrecError as exc:
+                self._fail(name, key, str(exc))
+                raise
+            except KeyboardInterrupt:
+                self._fail(name, key, "interrupted")
+                raise
+            except Exception as exc:  # noqa: BLE001 - any crash inside a stage is recorded
+                log = self._fail(name, key, f"{type(exc).__name__}: {exc}")
+                raise StageFailed(
+                    f"stage '{name}' failed: {type(exc).__name__}: {exc}\n"
+                    f"full traceback in {log}; earlier stages are intact, run again to resume here"
+                ) from exc
+        duration = time.time() - started
+        manifest = {
+            "stage": name, "key": key, **self._key_parts(name), "device": self.device,
+            "versions": _versions(), "started": started, "duration_s": round(duration, 3), "info": info,
+        }
+        self.work.commit(name, manifest)
+        self.work.clear_failure(name)
+        self.console.print(f"[green]✓[/] {name} [dim]({duration:.1f}s, key {key})[/]")
+
+    def _fail(self, name: str, key: str, message: str) -> Path:
+        self.work.record_failure(name, key, message, traceback.format_exc())
+        self.console.print(f"[red]✗[/] {name} failed")
+        return self.work.log_file(name)
+
+
+def _size(manifest: dict[str, Any]) -> int:
+    return int(sum(manifest.get("files", {}).values()))
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    return {"dynrec": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "torch": torch.__version__}

@@ -1,0 +1,46 @@
+"""Open a work dir with a resolved config: the one place the CLI's options meet the runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from dynrec.errors import DynrecError
+from dynrec.pipeline.config import resolve
+from dynrec.pipeline.device import resolve_device
+from dynrec.pipeline.registry import GT_STAGES, REGISTRY
+from dynrec.pipeline.runner import Runner
+from dynrec.pipeline.workdir import WorkDir
+
+
+def open_runner(
+    work: Path,
+    *,
+    create: bool,
+    source: Path | None = None,
+    gt: Path | None = None,
+    preset: str | None = None,
+    config_file: Path | None = None,
+    sets: list[str] | None = None,
+    console: Console | None = None,
+    save: bool = True,
+) -> Runner:
+    """Validate the work dir, resolve config (saved / preset / file / ``--set``), resolve the
+    device, and write the resolved config to ``WORK/dynrec.toml`` when ``save``."""
+    if source is not None and not source.exists():
+        raise DynrecError(f"input not found: {source}")
+    if gt is not None and not (gt / "scene.json").is_file():
+        raise DynrecError(f"--gt {gt} is not a ground-truth scene (no scene.json); make one with `dynrec synth`")
+    workdir = WorkDir.open(work, create=create)
+    pre: list[str] = []
+    if source is not None:
+        pre.append(f"input.source={source.resolve()}")
+    if gt is not None:
+        pre += [f"input.gt={gt.resolve()}", *(f"{s}.backend=gt" for s in GT_STAGES)]
+    config = resolve(REGISTRY, saved=workdir.config_file, preset=preset, config_file=config_file,
+                     sets=pre + list(sets or []))
+    device = resolve_device(config.run.device)
+    if save:
+        config.save(workdir.config_file)
+    return Runner(workdir, REGISTRY, config, device=device, console=console)

@@ -1,0 +1,77 @@
+"""The stage contract: a stage is a Params dataclass plus a ``run`` that reads upstream
+artifacts and writes its own into ``ctx.out``. Stages never import each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from dynrec.errors import DynrecError
+
+#: ``progress(description, done, total)``: advance the stage's progress bar.
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _no_progress(description: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class StageContext:
+    """What a running stage may touch.
+
+    ``out`` is the stage's private temporary folder (renamed into place on success);
+    ``inputs`` maps each upstream stage name to its finished folder; ``checkpoints`` is a
+    folder inside ``out`` kept across interrupted runs with the same key and removed on
+    success; ``source`` is the input video or image folder; ``gt`` a ground-truth scene.
+    """
+
+    work: Path
+    out: Path
+    inputs: dict[str, Path]
+    device: str = "cpu"
+    source: Path | None = None
+    gt: Path | None = None
+    console: Console = field(default_factory=Console)
+    progress: ProgressFn = _no_progress
+
+    @property
+    def checkpoints(self) -> Path:
+        path = self.out / ".checkpoints"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A registered stage.
+
+    ``version`` is the artifact schema version (part of the key); ``upstream`` the stages
+    whose artifacts it reads; ``run(ctx, params)`` returns extra manifest info (e.g. which
+    method was used); ``external(params, source, gt)`` lists files or folders outside the
+    work dir whose content is part of the key (the input video for ``frames``, the
+    ground-truth files a ``gt`` backend copies).
+    """
+
+    name: str
+    version: int
+    upstream: tuple[str, ...]
+    params: type
+    run: Callable[[StageContext, Any], dict[str, Any]]
+    external: Callable[[Any, Path | None, Path | None], list[Path]] = lambda params, source, gt: []
+    summary: str = ""
+
+
+def pick_backend(stage: str, backends: dict[str, Callable[..., dict[str, Any]]], name: str) -> Callable[..., dict[str, Any]]:
+    """The backend ``name`` of ``stage``; unknown or not-yet-available ones get one clear message."""
+    if name not in backends:
+        raise DynrecError(
+            f"{stage}: backend '{name}' is not available in this version of dynrec "
+            f"(available: {', '.join(backends)}); for a synth scene use --gt SCENE"
+        )
+    return backends[name]

@@ -1,0 +1,123 @@
+"""frames: decode a video (PyAV) or read an image folder; subsample, cap, resize; write PNGs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import av
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from dynrec.artifacts import Frames
+from dynrec.errors import DynrecError
+from dynrec.stages.base import StageContext, StageSpec
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MIN_FRAMES = 2
+
+
+@dataclass
+class FramesParams:
+    """``stride``: keep every n-th frame; ``max_frames``: cap after striding;
+    ``long_side``: resize so the longer image side has this many pixels (None = keep);
+    ``fps``: frame rate of an image folder (videos use their own)."""
+
+    stride: int = 1
+    max_frames: int | None = None
+    long_side: int | None = None
+    fps: float = 30.0
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {"long_side": 128, "max_frames": 16}}
+
+
+def target_size(width: int, height: int, long_side: int | None) -> tuple[int, int]:
+    """Output (width, height) keeping the aspect ratio; never upsamples."""
+    if long_side is None or long_side >= max(width, height):
+        return width, height
+    scale = long_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _video_frames(path: Path):
+    """Yield RGB frames [H, W, 3] uint8 of a video and return its fps through the first item."""
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise DynrecError(f"{path} is not a readable video ({exc})") from exc
+    with container:
+        if not container.streams.video:
+            raise DynrecError(f"{path} has no video stream")
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 30.0)
+        yield fps
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError:
+            return  # a truncated tail: keep what decoded; the frame count check follows
+
+
+def _folder_frames(path: Path, fps: float):
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    yield fps
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                yield np.asarray(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DynrecError(f"{f} is not a readable image ({exc})") from exc
+
+
+def read_frames(source: Path, params: FramesParams, progress=None) -> Frames:
+    """Decode, subsample (``stride``, ``max_frames``) and resize (``long_side``) the input."""
+    if params.stride < 1:
+        raise DynrecError(f"frames.stride must be >= 1, got {params.stride}")
+    if not source.exists():
+        raise DynrecError(f"input not found: {source}")
+    stream = _folder_frames(source, params.fps) if source.is_dir() else _video_frames(source)
+    fps = next(stream)
+    images, index, decoded, first = [], [], 0, None
+    for i, img in enumerate(stream):
+        decoded += 1
+        first = first or img.shape
+        if img.shape != first:
+            raise DynrecError(f"{source}: frame {i} has size {img.shape[:2]}, the first {first[:2]}")
+        if i % params.stride:
+            continue
+        if params.max_frames is not None and len(images) >= params.max_frames:
+            break
+        w, h = target_size(img.shape[1], img.shape[0], params.long_side)
+        if (w, h) != (img.shape[1], img.shape[0]):
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        images.append(img)
+        index.append(i)
+        if progress:
+            progress("decoding", len(images), params.max_frames or 0)
+    if decoded < MIN_FRAMES:
+        raise DynrecError(f"{source} has {decoded} decodable frame(s); dynrec needs at least {MIN_FRAMES}")
+    if len(images) < MIN_FRAMES:
+        raise DynrecError(
+            f"only {len(images)} frame(s) kept of {decoded} (stride {params.stride}, "
+            f"max_frames {params.max_frames}); dynrec needs at least {MIN_FRAMES}"
+        )
+    return Frames(np.stack(images), fps / params.stride, np.asarray(index), str(source))
+
+
+def run(ctx: StageContext, params: FramesParams) -> dict[str, Any]:
+    if ctx.source is None:
+        raise DynrecError("no input video: give one, e.g. `dynrec preprocess video.mp4 -o WORK`")
+    frames = read_frames(ctx.source, params, ctx.progress)
+    ctx.progress("writing", 0, len(frames.images))
+    frames.save(ctx.out)
+    T, H, W = frames.shape
+    return {"count": T, "width": W, "height": H, "fps": frames.fps}
+
+
+STAGE = StageSpec(
+    name="frames", version=1, upstream=(), params=FramesParams, run=run,
+    external=lambda params, source, gt: [source] if source is not None else [],
+    summary="decode the input video into PNG frames",
+)
