@@ -19,7 +19,7 @@ app = typer.Typer(
     help="One casual monocular video to a dynamic 3D Gaussian scene, with honest metrics.",
 )
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 WorkArg = Annotated[Path, typer.Argument(help="Work directory (default: the current one).")]
 PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="Config preset: default | tiny.")]

@@ -131,11 +131,16 @@ class WorkDir:
         return bad
 
     def prepare_tmp(self, stage: str, key: str) -> Path:
-        """The stage's tmp folder, kept if it belongs to the same key (checkpoints), else fresh."""
+        """The stage's tmp folder, emptied; its ``.checkpoints`` survive if the key is the same
+        (an interrupted run resumes from them), otherwise it starts fresh."""
         tmp = self.tmp_dir(stage)
         key_file = tmp / ".key"
         if tmp.exists() and (not key_file.exists() or key_file.read_text() != key):
             shutil.rmtree(tmp)
+        elif tmp.exists():
+            for item in tmp.iterdir():
+                if item.name != ".checkpoints":
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
         tmp.mkdir(parents=True, exist_ok=True)
         key_file.write_text(key)
         return tmp

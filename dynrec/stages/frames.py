@@ -46,7 +46,7 @@ def _video_frames(path: Path):
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise DynrecError(f"{path} is not a readable video ({exc})") from exc
+        raise DynrecError(f"{path} is not a readable video ({getattr(exc, 'strerror', None) or exc})") from exc
     with container:
         if not container.streams.video:
             raise DynrecError(f"{path} has no video stream")

@@ -1,0 +1,73 @@
+"""Shared fixtures: generated videos, an in-process CLI, tiny synth scenes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def moving_pattern(t: int, width: int, height: int) -> np.ndarray:
+    """A smooth, textured RGB frame [H, W, 3] uint8 that shifts with t."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 127 + 100 * np.sin((xs + 2 * t) / 5.0)
+    g = 127 + 100 * np.cos((ys - t) / 7.0)
+    b = 127 + 100 * np.sin((xs + ys + 3 * t) / 9.0)
+    return np.stack([r, g, b], axis=-1).clip(0, 255).astype(np.uint8)
+
+
+def write_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: int = 10) -> list[np.ndarray]:
+    """Encode ``frames`` moving-pattern frames to ``path`` (H.264, near-lossless); returns them."""
+    images = [moving_pattern(t, width, height) for t in range(frames)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
+        stream.options = {"crf": "0"}
+        for img in images:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return images
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``dynrec ARGS`` in-process; returns exit code and captured output."""
+    from dynrec.cli import main
+
+    def run(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def video(tmp_path) -> Path:
+    path = tmp_path / "clip.mp4"
+    write_video(path, 8)
+    return path

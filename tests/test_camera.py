@@ -1,0 +1,43 @@
+"""The camera conventions of geometry/camera.py, with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dynrec.geometry.camera import intrinsics, look_at, pixel_centers, project, unproject
+
+
+def test_pixel_centres_are_at_half():
+    c = pixel_centers(2, 3)
+    assert c.shape == (2, 3, 2)
+    np.testing.assert_allclose(c[0, 0], [0.5, 0.5])
+    np.testing.assert_allclose(c[1, 2], [2.5, 1.5])
+
+
+def test_point_on_axis_projects_to_principal_point_and_depth_is_z():
+    K = intrinsics(50, 50, 32, 24)
+    xy, z = project(np.array([0.0, 0.0, 4.0]), K, np.eye(4))
+    np.testing.assert_allclose(xy, [32, 24])
+    assert z == 4.0
+    xy, _ = project(np.array([1.0, 0.5, 2.0]), K, np.eye(4))  # x right, y down
+    np.testing.assert_allclose(xy, [32 + 25, 24 + 12.5])
+
+
+def test_look_at_is_opencv():
+    w2c = look_at(np.array([0.0, -5.0, 1.0]), np.array([0.0, 0.0, 1.0]))
+    R = w2c[:3, :3]
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(R) > 0
+    cam = R @ np.array([0.0, 0.0, 1.0]) + w2c[:3, 3]
+    np.testing.assert_allclose(cam, [0, 0, 5], atol=1e-12)  # target straight ahead
+    up = R @ np.array([0.0, 0.0, 2.0]) + w2c[:3, 3]
+    assert up[1] < 0  # world up is image up, i.e. negative y
+
+
+def test_unproject_inverts_project():
+    rng = np.random.default_rng(0)
+    K = intrinsics(80, 70, 40, 30)
+    w2c = look_at(np.array([1.0, -4.0, 2.0]), np.zeros(3))
+    pts = rng.normal(size=(50, 3))
+    xy, z = project(pts, K, w2c)
+    np.testing.assert_allclose(unproject(xy, z, K, w2c), pts, atol=1e-9)
