@@ -71,3 +71,26 @@ def video(tmp_path) -> Path:
     path = tmp_path / "clip.mp4"
     write_video(path, 8)
     return path
+
+
+@pytest.fixture(scope="session")
+def scene(tmp_path_factory) -> Path:
+    """A `tiny` synth scene (16 frames at 64x48), generated once per test session."""
+    from dynrec.synth import generate
+
+    out = tmp_path_factory.mktemp("scene") / "tiny"
+    generate(out, preset="tiny", seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def gt_work(scene, tmp_path_factory) -> Path:
+    """A work dir preprocessed from the tiny scene's ground truth (do not modify it)."""
+    from dynrec.cli import main
+
+    work = tmp_path_factory.mktemp("gtwork") / "work"
+    try:
+        main(["preprocess", str(scene / "video.mp4"), "-o", str(work), "--gt", str(scene), "--preset", "tiny"])
+    except SystemExit as exc:
+        assert not exc.code, "preprocess --gt failed"
+    return work

@@ -289,3 +289,55 @@ class Keypoints:
         xyz = None if self.xyz is None else self.xyz[index]
         xy = self.xy[index] * np.array([sx, sy], dtype=np.float32)
         return Keypoints(xy, self.confidence[index], self.skeleton, list(self.names), xyz)
+
+
+@dataclass
+class Lift:
+    """Lifted 3D tracks and the HiMoR initialisation (HiMoR §3.2.3).
+
+    ``xyz`` [N, T, 3] world trajectories of the N foreground tracks (gaps filled);
+    ``valid`` [N, T] where a depth-lifted sample existed; ``track_index`` [N] rows of the
+    tracks artifact; ``canonical`` the canonical frame; ``bases`` [M, T, 4, 4] SE(3) motion
+    bases (identity at the canonical frame); ``labels`` [N] cluster of each track;
+    ``centres`` [M, 3] canonical cluster centres; ``node_positions`` [L, 3],
+    ``node_coefficients`` [L, M], ``node_radii`` [L] level-1 nodes; ``fg_points`` /
+    ``bg_points`` [P, 3] and ``fg_colors`` / ``bg_colors`` [P, 3] in [0, 1]: coloured point
+    clouds (foreground at the canonical frame, static background from several frames) that
+    seed the Gaussians.
+    """
+
+    xyz: np.ndarray
+    valid: np.ndarray
+    track_index: np.ndarray
+    canonical: int
+    bases: np.ndarray
+    labels: np.ndarray
+    centres: np.ndarray
+    node_positions: np.ndarray
+    node_coefficients: np.ndarray
+    node_radii: np.ndarray
+    fg_points: np.ndarray
+    fg_colors: np.ndarray
+    bg_points: np.ndarray
+    bg_colors: np.ndarray
+
+    FILE = "lift.npz"
+    SPEC = {
+        "xyz": Field(("N", "T", 3)), "valid": Field(("N", "T"), "b"), "track_index": Field(("N",), "iu"),
+        "canonical": Field((), "iu"), "bases": Field(("M", "T", 4, 4)), "labels": Field(("N",), "iu"),
+        "centres": Field(("M", 3)), "node_positions": Field(("L", 3)), "node_coefficients": Field(("L", "M")),
+        "node_radii": Field(("L",)), "fg_points": Field(("P", 3)), "fg_colors": Field(("P", 3)),
+        "bg_points": Field(("Q", 3)), "bg_colors": Field(("Q", 3)),
+    }
+
+    def save(self, folder: Path) -> None:
+        arrays = {k: getattr(self, k) for k in self.SPEC}
+        arrays = {k: (_f32(v) if np.asarray(v).dtype.kind == "f" else np.asarray(v)) for k, v in arrays.items()}
+        save_npz(folder / self.FILE, arrays, self.SPEC)
+
+    @classmethod
+    def load(cls, folder: Path) -> "Lift":
+        a, dims = load_npz(folder / cls.FILE, cls.SPEC)
+        if not 0 <= int(a["canonical"]) < dims["T"]:
+            raise ArtifactError(folder / cls.FILE, "canonical", f"frame {int(a['canonical'])} outside 0..{dims['T'] - 1}")
+        return cls(**{k: (int(v) if k == "canonical" else v) for k, v in a.items()})

@@ -1,0 +1,112 @@
+"""lift: 3D foreground tracks, canonical frame, motion bases and level-1 nodes (HiMoR §3.2.3),
+and coloured point clouds that seed the Gaussians."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from dynrec.artifacts import Cameras, Depth, Frames, Lift, Masks, Tracks
+from dynrec.errors import DynrecError
+from dynrec.geometry.camera import pixel_centers, unproject
+from dynrec.geometry.lift import canonical_frame, fill_gaps, init_nodes, lift_tracks, motion_bases
+from dynrec.stages.base import StageContext, StageSpec
+
+
+@dataclass
+class LiftParams:
+    """``n_bases`` M1 motion bases; ``n_nodes`` level-1 nodes; ``min_valid`` frames a track
+    needs with lifted depth; ``fg_fraction`` of its visible samples inside the mask for a
+    track to count as foreground; ``max_fg_points`` / ``max_bg_points`` sizes of the seed
+    point clouds; ``bg_frames`` frames sampled for the background cloud; ``seed``."""
+
+    n_bases: int = 10
+    n_nodes: int = 50
+    min_valid: int = 2
+    fg_fraction: float = 0.6
+    max_fg_points: int = 20000
+    max_bg_points: int = 40000
+    bg_frames: int = 8
+    seed: int = 0
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"n_bases": 6, "n_nodes": 24, "max_fg_points": 1500, "max_bg_points": 2500, "bg_frames": 4},
+    }
+
+
+def in_mask(xy: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Whether each sample xy [N, T, 2] falls on a foreground pixel of masks [T, H, W] -> [N, T]."""
+    T, H, W = masks.shape
+    px = np.clip(np.floor(xy).astype(int), 0, [W - 1, H - 1])
+    return masks[np.arange(T)[None, :], px[..., 1], px[..., 0]]
+
+
+def foreground_tracks(tracks: Tracks, masks: np.ndarray, fraction: float) -> np.ndarray:
+    """Indices of tracks whose visible samples lie in the foreground mask at least ``fraction`` of the time."""
+    vis = tracks.visible
+    share = (in_mask(tracks.xy, masks) & vis).sum(1) / np.maximum(vis.sum(1), 1)
+    return np.flatnonzero((share >= fraction) & vis.any(1))
+
+
+def point_cloud(frames: np.ndarray, depth: np.ndarray, select: np.ndarray, cams: Cameras, ts: list[int],
+                limit: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Unproject pixels where ``select`` [T, H, W] and depth > 0 at frames ``ts``; at most ``limit`` points."""
+    T, H, W = depth.shape
+    centres = pixel_centers(H, W)
+    points, colors = [], []
+    for t in ts:
+        keep = select[t] & (depth[t] > 0)
+        pts = unproject(centres[keep], depth[t][keep].astype(np.float64), cams.K[t].astype(np.float64),
+                        cams.w2c[t].astype(np.float64))
+        points.append(pts)
+        colors.append(frames[t][keep] / 255.0)
+    pts, cols = np.concatenate(points), np.concatenate(colors)
+    if len(pts) > limit:
+        idx = rng.choice(len(pts), limit, replace=False)
+        pts, cols = pts[idx], cols[idx]
+    return pts.astype(np.float32), cols.astype(np.float32)
+
+
+def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
+    tracks = Tracks.load(ctx.inputs["tracks"])
+    depth = Depth.load(ctx.inputs["depth"]).depth
+    masks = Masks.load(ctx.inputs["masks"]).masks
+    cams = Cameras.load(ctx.inputs["cameras"])
+    frames = Frames.load(ctx.inputs["frames"]).images
+    fg = foreground_tracks(tracks, masks, params.fg_fraction)
+    if len(fg) < 3:
+        raise DynrecError(f"lift: only {len(fg)} tracks lie on the foreground mask; need at least 3 "
+                          "(check the masks and tracks stages)")
+    on_fg = tracks.visible[fg] & in_mask(tracks.xy[fg], masks)  # never lift a sample onto the background
+    xyz, valid = lift_tracks(torch.from_numpy(tracks.xy[fg]).double(), torch.from_numpy(on_fg),
+                             torch.from_numpy(depth).double(), torch.from_numpy(cams.K).double(),
+                             torch.from_numpy(cams.w2c).double())
+    keep = valid.sum(1) >= params.min_valid
+    if int(keep.sum()) < 3:
+        raise DynrecError(f"lift: only {int(keep.sum())} foreground tracks have depth in {params.min_valid}+ frames")
+    xyz, valid, fg = fill_gaps(xyz[keep], valid[keep]), valid[keep], fg[keep.numpy()]
+    canonical = canonical_frame(valid)
+    M = min(params.n_bases, len(fg))
+    bases, labels, centres = motion_bases(xyz, valid, M, canonical, seed=params.seed)
+    ctx.progress("nodes", 1, 2)
+    positions, coefficients, radii = init_nodes(xyz[:, canonical], centres, params.n_nodes, seed=params.seed)
+    rng = np.random.default_rng(params.seed)
+    T = depth.shape[0]
+    bg_ts = sorted({int(round(x)) for x in np.linspace(0, T - 1, min(params.bg_frames, T))})
+    fg_pts, fg_cols = point_cloud(frames, depth, masks, cams, [canonical], params.max_fg_points, rng)
+    bg_pts, bg_cols = point_cloud(frames, depth, ~masks, cams, bg_ts, params.max_bg_points, rng)
+    if len(fg_pts) == 0:
+        raise DynrecError(f"lift: the canonical frame {canonical} has no foreground pixels with depth")
+    Lift(xyz.numpy(), valid.numpy(), fg, canonical, bases.numpy(), labels.numpy(), centres.numpy(),
+         positions.numpy(), coefficients.numpy(), radii.numpy(), fg_pts, fg_cols, bg_pts, bg_cols).save(ctx.out)
+    return {"tracks": len(fg), "canonical": canonical, "bases": M, "nodes": int(positions.shape[0]),
+            "fg_points": len(fg_pts), "bg_points": len(bg_pts)}
+
+
+STAGE = StageSpec(
+    name="lift", version=1, upstream=("frames", "depth", "tracks", "masks", "cameras"), params=LiftParams,
+    run=run, summary="3D tracks, motion bases and nodes (HiMoR init)",
+)
