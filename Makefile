@@ -13,6 +13,8 @@ setup:
 	# torch first, pinned: any other spec pulls a CUDA build with gigabytes of packages
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# LPIPS linear heads are data files of the lpips wheel; --no-deps keeps torchvision out
+	$(BIN)/python -m pip install --quiet --no-deps lpips==0.1.4
 	$(BIN)/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torchvision') is not None)" \
 		|| (echo "torchvision got installed; it must not be (see DESIGN.md)" && exit 1)
 
