@@ -59,6 +59,29 @@ def preprocess(
 
 
 @app.command()
+def reconstruct(
+    work: WorkArg = Path("."),
+    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimisation steps.")] = None,
+    motion: Annotated[Optional[str], typer.Option("--motion", help="himor | global-bases.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Start the optimisation again from scratch.")] = False,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Optimise Gaussians + HiMoR on a preprocessed work dir (resumes an interrupted run)."""
+    from dynrec.pipeline.registry import RECONSTRUCT
+    from dynrec.pipeline.session import open_runner
+
+    sets = [f"recon.{k}={v}" for k, v in (("steps", steps), ("motion", motion)) if v is not None]
+    sets += [f"run.device={device}"] if device else []
+    runner = open_runner(work, create=False, preset=preset, config_file=config,
+                         sets=sets + list(set_ or []), console=err)
+    runner.run(RECONSTRUCT, only=RECONSTRUCT[0], force=force)
+    _print_status(runner)
+
+
+@app.command()
 def status(work: WorkArg = Path(".")) -> None:
     """Every stage: done / stale / failed / missing, with key, duration and size."""
     from dynrec.pipeline.session import open_runner

@@ -78,6 +78,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, str) and value.lower() in ("none", "null", ""):
             return None
         return _coerce(value, args[0], where)
+    if origin is dict:
+        _, inner = typing.get_args(hint) or (str, str)
+        if isinstance(value, str):
+            pairs = [item.split(":", 1) for item in value.split(",") if item.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise DynrecError(f"{where}: expected key:value,key:value, got {value!r}")
+            value = {k.strip(): v.strip() for k, v in pairs}
+        return {str(k): _coerce(v, inner, f"{where}.{k}") for k, v in dict(value).items()}
     if origin in (tuple, list):
         (inner, *_) = typing.get_args(hint) or (str,)
         items = value.split(",") if isinstance(value, str) else list(value)

@@ -1,0 +1,90 @@
+"""The dynamic scene: canonical Gaussians (static background, deformed foreground) plus a
+motion model (HiMoR tree or global bases), rendered with one camera at a time.
+
+The foreground channel is rendered as a fourth colour channel, so one rasterization gives
+RGB, the foreground mask, expected depth and alpha.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dynrec.model.gaussians import Gaussians
+from dynrec.model.himor import GlobalBases, MotionTree
+from dynrec.model.skinning import knn
+from dynrec.render import rasterize
+
+
+@dataclass
+class Frame:
+    """One rendered frame: ``rgb`` [H, W, 3], ``fg`` [H, W, 1], ``depth`` [H, W, 1], ``alpha`` [H, W, 1]."""
+
+    rgb: Tensor
+    fg: Tensor
+    depth: Tensor
+    alpha: Tensor
+    info: dict
+
+
+class DynamicScene(nn.Module):
+    """Gaussians + motion. ``motion`` is a :class:`MotionTree` (HiMoR) or :class:`GlobalBases`
+    (per-Gaussian coefficients over global bases, the Shape-of-Motion-like ablation)."""
+
+    def __init__(self, gaussians: Gaussians, motion: MotionTree | GlobalBases):
+        super().__init__()
+        self.gaussians = gaussians
+        self.motion = motion
+        self._skin: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def is_tree(self) -> bool:
+        return isinstance(self.motion, MotionTree)
+
+    def refresh_skinning(self) -> None:
+        """Recompute the K nearest leaves of each foreground Gaussian (call after moves or node changes)."""
+        self._skin = None
+
+    def _fg_skin(self, means: Tensor) -> tuple[Tensor, Tensor]:
+        idx = None if self._skin is None or self._skin[0].shape[0] != means.shape[0] else self._skin[0]
+        idx, w = self.motion.skin(means, idx)
+        self._skin = (idx.detach(), w.detach())
+        return idx, w
+
+    def deform_foreground(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Foreground means [B, Gf, 3] and quats [B, Gf, 4] at frames ``t`` [B]."""
+        g = self.gaussians
+        fg = g.foreground
+        means, quats = g.means[fg], g.quats[fg]
+        if self.is_tree:
+            return self.motion.deform(means, quats, t, skin=self._fg_skin(means))
+        return self.motion.deform(means, quats, t, coefs=g.motion_coefs[fg])
+
+    def deform_points(self, points: Tensor, t: Tensor) -> Tensor:
+        """Canonical points [P, 3] (e.g. track points, keypoint anchors) at frames ``t`` [B] -> [B, P, 3].
+
+        A point moves like a foreground Gaussian at its position: HiMoR skinning on the
+        tree, or the coefficients of its nearest foreground Gaussian with global bases.
+        """
+        quats = points.new_zeros(points.shape[0], 4)
+        quats[:, 0] = 1
+        if self.is_tree:
+            return self.motion.deform(points, quats, t)[0]
+        g = self.gaussians
+        fg_means = g.means[g.foreground]
+        nearest = knn(points, fg_means.detach(), 1)[:, 0]
+        return self.motion.deform(points, quats, t, coefs=g.motion_coefs[g.foreground][nearest])[0]
+
+    def render(self, t: int, fg_means: Tensor, fg_quats: Tensor, K: Tensor, w2c: Tensor,
+               width: int, height: int) -> Frame:
+        """Render frame ``t`` with deformed foreground ``fg_means`` [Gf, 3], ``fg_quats`` [Gf, 4]."""
+        g = self.gaussians
+        fg = g.foreground
+        means = torch.cat([g.means[~fg], fg_means])
+        quats = torch.cat([g.quats[~fg], fg_quats])
+        order = torch.cat([torch.nonzero(~fg)[:, 0], torch.nonzero(fg)[:, 0]])
+        colors = torch.cat([g.colors, fg[:, None].to(g.colors.dtype)], dim=1)[order]
+        out = rasterize(means, quats, g.scales[order], g.opacities[order], colors, w2c, K, width, height)
+        return Frame(out.rgb[..., :3], out.rgb[..., 3:4], out.depth, out.alpha, out.info)

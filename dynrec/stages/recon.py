@@ -1,0 +1,345 @@
+"""recon: optimise canonical Gaussians and their motion (HiMoR, Eq. 7 with Appendix B weights).
+
+Checkpoints go into the stage's ``.checkpoints`` folder every ``checkpoint_every`` steps, so
+an interrupted run resumes with the same key. A loss that turns NaN stops the run with the
+term named; the last good checkpoint is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from dynrec.artifacts import Cameras, Depth, Frames, Lift, Masks, Tracks
+from dynrec.errors import DynrecError
+from dynrec.model import losses as L
+from dynrec.model.gaussians import Gaussians, GaussianLRs
+from dynrec.model.himor import GlobalBases, MotionLRs, MotionTree, TreeConfig, knn_curve
+from dynrec.model.scene import DynamicScene
+from dynrec.stages.base import StageContext, StageSpec
+
+MOTIONS = ("himor", "global-bases")
+
+
+@dataclass
+class ReconParams:
+    """Optimisation settings; every loss weight can be set to 0 to switch its term off.
+
+    ``motion``: himor | global-bases; ``levels``: 1 | 2 (HiMoR level 2 switched on at
+    ``level2_at`` x steps); ``rigidity`` and ``node_densify`` toggle those parts (HiMoR
+    Table 3 rows); ``lr_scale`` multiplies every learning rate of Appendix B.2.
+    """
+
+    steps: int = 2000
+    batch_frames: int = 2
+    motion: str = "himor"
+    levels: int = 2
+    level2_at: float = 0.5
+    rigidity: bool = True
+    node_densify: bool = True
+    densify_every: int = 100
+    densify_until: float = 0.5
+    densify_threshold: float = 0.05
+    densify_max_new: int = 10
+    lr_scale: float = 1.0
+    init_opacity: float = 0.5
+    checkpoint_every: int = 100
+    seed: int = 0
+    weights: dict[str, float] = field(default_factory=dict)
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {"steps": 150, "checkpoint_every": 50, "lr_scale": 5.0}}
+
+
+def _loss_weights(params: ReconParams) -> L.LossWeights:
+    w = L.LossWeights()
+    for name, value in params.weights.items():
+        if not hasattr(w, name):
+            raise DynrecError(f"recon.weights: unknown loss '{name}'; known: {', '.join(asdict(w))}")
+        setattr(w, name, float(value))
+    if not params.rigidity:
+        w.rigid_level1 = w.rigid_level1_with_level2 = w.rigid_level2 = 0.0
+    return w
+
+
+@dataclass
+class Data:
+    """Training data as tensors: images [T,H,W,3], masks [T,H,W,1], depth [T,H,W,1],
+    K [T,3,3], w2c [T,4,4], track points (canonical [P,3], xy [P,T,2], visible [P,T])."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    depth: torch.Tensor
+    K: torch.Tensor
+    w2c: torch.Tensor
+    track_canonical: torch.Tensor
+    track_xy: torch.Tensor
+    track_visible: torch.Tensor
+    lift: Lift
+
+    @property
+    def T(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.images.shape[2], self.images.shape[1]
+
+
+def load_data(ctx: StageContext) -> Data:
+    frames = Frames.load(ctx.inputs["frames"])
+    cams = Cameras.load(ctx.inputs["cameras"])
+    tracks = Tracks.load(ctx.inputs["tracks"])
+    lift = Lift.load(ctx.inputs["lift"])
+    f = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float()  # noqa: E731
+    return Data(
+        images=f(frames.images / 255.0), masks=f(Masks.load(ctx.inputs["masks"]).masks[..., None]),
+        depth=f(Depth.load(ctx.inputs["depth"]).depth[..., None]), K=f(cams.K), w2c=f(cams.w2c),
+        track_canonical=f(lift.xyz[:, lift.canonical]), track_xy=f(tracks.xy[lift.track_index]),
+        track_visible=torch.from_numpy(tracks.visible[lift.track_index]), lift=lift,
+    )
+
+
+def build_scene(lift: Lift, params: ReconParams) -> DynamicScene:
+    """Gaussians from the lifted point clouds; motion from the lifted bases and nodes."""
+    fg = torch.from_numpy(lift.fg_points).float()
+    bg = torch.from_numpy(lift.bg_points).float()
+    points = torch.cat([bg, fg])
+    colors = torch.from_numpy(np.concatenate([lift.bg_colors, lift.fg_colors])).float().clamp(0.02, 0.98)
+    is_fg = torch.cat([torch.zeros(len(bg), dtype=torch.bool), torch.ones(len(fg), dtype=torch.bool)])
+    bases = torch.from_numpy(lift.bases).float()
+    if params.motion == "himor":
+        motion = MotionTree.from_bases(bases, torch.from_numpy(lift.node_positions).float(),
+                                       torch.from_numpy(lift.node_coefficients).float(),
+                                       torch.from_numpy(lift.node_radii).float().clamp_min(1e-4), TreeConfig())
+        coefs = None
+    elif params.motion == "global-bases":
+        motion = GlobalBases.from_bases(bases)
+        coefs = GlobalBases.init_coefficients(points, torch.from_numpy(lift.centres).float())
+    else:
+        raise DynrecError(f"recon.motion must be one of {', '.join(MOTIONS)}, got '{params.motion}'")
+    gaussians = Gaussians.from_points(points, colors, is_fg, opacity=params.init_opacity, motion_coefs=coefs)
+    return DynamicScene(gaussians, motion)
+
+
+class Trainer:
+    """One optimisation run: the scene, its Adam, the step counter and checkpoints."""
+
+    def __init__(self, scene: DynamicScene, data: Data, params: ReconParams, ckpt: Path):
+        self.scene, self.data, self.params, self.ckpt = scene, data, params, ckpt
+        self.weights = _loss_weights(params)
+        self.step = 0
+        self.level2_done = False
+        self.gen = torch.Generator().manual_seed(params.seed)
+        self._knn: list[torch.Tensor] = []
+        self._build_optimizer()
+
+    def _build_optimizer(self) -> None:
+        s = self.params.lr_scale
+        glr, mlr = GaussianLRs(), MotionLRs()
+        glr = GaussianLRs(**{k: v * s for k, v in asdict(glr).items()})
+        mlr = MotionLRs(**{k: v * s for k, v in asdict(mlr).items()})
+        groups = self.scene.gaussians.param_groups(glr) + self.scene.motion.param_groups(mlr)
+        self.opt = torch.optim.Adam(groups, eps=1e-15)
+        self.scene.refresh_skinning()
+        self._knn = []
+
+    def _rigidity_knn(self) -> list[torch.Tensor]:
+        if not self._knn or self.step % 100 == 0:
+            with torch.no_grad():
+                self._knn = [knn_curve(self.scene.motion.node_trajectories(k), 8)
+                             for k in range(self.scene.motion.num_levels)]
+        return self._knn
+
+    def losses(self, ts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every active loss term (weighted later) for the batch frames ``ts`` [B]."""
+        d, w, scene = self.data, self.weights, self.scene
+        W, H = d.size
+        fg_means, fg_quats = scene.deform_foreground(ts)
+        terms: dict[str, list[torch.Tensor]] = {}
+
+        def add(name: str, fn) -> None:
+            if getattr(w, name, 1.0) != 0:
+                terms.setdefault(name, []).append(fn())
+
+        for b, t in enumerate(ts.tolist()):
+            out = scene.render(t, fg_means[b], fg_quats[b], d.K[t], d.w2c[t], W, H)
+            add("rgb_mse", lambda: L.mse(out.rgb, d.images[t]))
+            add("rgb_dssim", lambda: L.dssim(out.rgb, d.images[t]))
+            add("mask", lambda: L.mask_loss(out.fg, d.masks[t]))
+            add("depth", lambda: L.depth_loss(out.depth, d.depth[t]))
+            add("depth_grad", lambda: L.depth_gradient_loss(out.depth, d.depth[t]))
+        pts = scene.deform_points(d.track_canonical, torch.cat([ts - 1, ts, ts + 1]).clamp(0, d.T - 1))
+        B = len(ts)
+        cur = pts[B:2 * B]
+        cam = torch.einsum("bij,bpj->bpi", d.w2c[ts][:, :3, :3], cur) + d.w2c[ts][:, None, :3, 3]
+        z = cam[..., 2]
+        xy = torch.einsum("bij,bpj->bpi", d.K[ts][:, :2, :2], cam[..., :2] / z.clamp_min(1e-6)[..., None]) \
+            + d.K[ts][:, None, :2, 2]
+        vis = d.track_visible[:, ts].T
+        target_xy = d.track_xy[:, ts].transpose(0, 1)
+        add("track_2d", lambda: L.track_2d_loss(xy, target_xy, vis, W, H))
+        add("track_depth", lambda: L.track_depth_loss(z, _sample(d.depth[ts, ..., 0], target_xy), vis))
+        add("accel_tracks", lambda: L.track_acceleration_loss(pts[:B], cur, pts[2 * B:]))
+        add("accel_bases", lambda: L.bases_acceleration_loss(scene.motion.bases()))
+        add("scale", lambda: L.scale_loss(scene.gaussians.log_scales))
+        if scene.is_tree:
+            add("node_radius", lambda: sum(L.node_radius_loss(p, r) for p, r in
+                                           zip(scene.motion.level_positions(), scene.motion.level_radii())))
+            levels = scene.motion.level_transforms(ts)
+            for k, weight in enumerate(w.rigidity_weights(len(levels))):
+                if weight:
+                    knn = self._rigidity_knn()[k]
+                    terms[f"rigid_level{k + 1}"] = [weight * L.rigidity_loss(
+                        scene.motion.level_positions()[k], levels[k], knn)]
+        return {k: torch.stack(v).mean() for k, v in terms.items()}
+
+    def total(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        w = self.weights
+        return sum(v * (1.0 if k.startswith("rigid_") else getattr(w, k)) for k, v in values.items())
+
+    def structure_updates(self) -> None:
+        """Level 2 and node densification on the HiMoR tree (§3.2.3, §3.2.4)."""
+        p, scene = self.params, self.scene
+        if not scene.is_tree:
+            return
+        g = scene.gaussians
+        if p.levels >= 2 and not self.level2_done and self.step >= int(p.level2_at * p.steps):
+            scene.motion.enable_level2(g.means[g.foreground].detach(), seed=p.seed)
+            self.level2_done = True
+            self._build_optimizer()
+        if (p.node_densify and self.step > 0 and self.step % p.densify_every == 0
+                and self.step <= p.densify_until * p.steps):
+            with torch.no_grad():
+                fg = g.means[g.foreground]
+                sub = fg[torch.randperm(len(fg), generator=self.gen)[:2000]]
+                quats = torch.zeros(len(sub), 4)
+                quats[:, 0] = 1
+                traj = scene.motion.deform(sub, quats, torch.arange(self.data.T))[0].transpose(0, 1)
+                added = scene.motion.densify(traj, sub, p.densify_threshold, p.densify_max_new)
+            if added:
+                self._build_optimizer()
+
+    def save(self) -> None:
+        state = {"step": self.step, "level2_done": self.level2_done, "scene": self.scene.state_dict(),
+                 "opt": self.opt.state_dict(), "gen": self.gen.get_state()}
+        tmp = self.ckpt.with_suffix(".partial")
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt)
+
+    def resume(self) -> bool:
+        if not self.ckpt.exists():
+            return False
+        state = torch.load(self.ckpt, weights_only=True)
+        self.scene = restore_scene(state["scene"], self.params)
+        self.step, self.level2_done = int(state["step"]), bool(state["level2_done"])
+        self._build_optimizer()
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+        return True
+
+    def run(self, progress) -> dict[str, float]:
+        p = self.params
+        last: dict[str, float] = {}
+        while self.step < p.steps:
+            self.structure_updates()
+            ts = torch.randperm(self.data.T, generator=self.gen)[: p.batch_frames].sort().values
+            values = self.losses(ts)
+            bad = [k for k, v in values.items() if not torch.isfinite(v)]
+            if bad:
+                raise DynrecError(
+                    f"recon: loss term {', '.join(bad)} became NaN/inf at step {self.step}; the last good "
+                    f"checkpoint (step {self.step - self.step % p.checkpoint_every}) is kept; lower "
+                    "--set recon.lr_scale or switch that term off with --set recon.weights=..."
+                )
+            total = self.total(values)
+            self.opt.zero_grad(set_to_none=True)
+            total.backward()
+            self.opt.step()
+            self.step += 1
+            last = {k: float(v.detach()) for k, v in values.items()} | {"total": float(total.detach())}
+            progress(f"loss {last['total']:.4f}", self.step, p.steps)
+            if self.step % p.checkpoint_every == 0:
+                self.save()
+        return last
+
+
+def _sample(depth: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Nearest-pixel depth [B, P] of depth maps [B, H, W] at pixel positions xy [B, P, 2]."""
+    B, H, W = depth.shape
+    px = xy.detach().floor().long()
+    x, y = px[..., 0].clamp(0, W - 1), px[..., 1].clamp(0, H - 1)
+    return depth[torch.arange(B)[:, None], y, x]
+
+
+def restore_scene(state: dict[str, torch.Tensor], params: ReconParams) -> DynamicScene:
+    """Rebuild a scene of any size (after densification / level 2) from its state dict."""
+    g = Gaussians.from_state_dict({k[len("gaussians."):]: v for k, v in state.items() if k.startswith("gaussians.")})
+    motion_state = {k[len("motion."):]: v for k, v in state.items() if k.startswith("motion.")}
+    if params.motion == "himor":
+        motion = MotionTree.from_state_dict(motion_state, TreeConfig())
+    else:
+        motion = GlobalBases(motion_state["bases_rot6d"], motion_state["bases_trans"])
+    return DynamicScene(g, motion)
+
+
+@torch.no_grad()
+def render_all(scene: DynamicScene, K: torch.Tensor, w2c: torch.Tensor, width: int, height: int,
+               ts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Images [T, H, W, 3] uint8 and z-depth [T, H, W] at frames ``ts`` with cameras ``K``, ``w2c`` [T, ...]."""
+    images, depths = [], []
+    for i, t in enumerate(ts):
+        means, quats = scene.deform_foreground(torch.tensor([t]))
+        out = scene.render(t, means[0], quats[0], K[i], w2c[i], width, height)
+        images.append((out.rgb.clamp(0, 1) * 255).round().byte().numpy())
+        depths.append(out.depth[..., 0].numpy())
+    return np.stack(images), np.stack(depths)
+
+
+def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
+    if params.levels not in (1, 2):
+        raise DynrecError(f"recon.levels must be 1 or 2, got {params.levels}")
+    torch.manual_seed(params.seed)
+    data = load_data(ctx)
+    trainer = Trainer(build_scene(data.lift, params), data, params, ctx.checkpoints / "state.pt")
+    resumed_at = trainer.step if trainer.resume() else 0
+    if resumed_at:
+        ctx.console.print(f"  recon: resuming from the checkpoint at step {resumed_at}")
+    final = trainer.run(ctx.progress)
+    scene = trainer.scene
+    torch.save({"scene": scene.state_dict()}, ctx.out / "model.pt")
+    meta = {"motion": params.motion, "frames": data.T, "gaussians": len(scene.gaussians),
+            "foreground": int(scene.gaussians.foreground.sum()), "params": asdict(params),
+            "levels": scene.motion.num_levels if scene.is_tree else 0}
+    (ctx.out / "model.json").write_text(json.dumps(meta, indent=2))
+    W, H = data.size
+    frames_meta = Frames.load_meta(ctx.inputs["frames"])
+    ts = list(range(data.T))
+    ctx.progress("rendering", 0, data.T)
+    images, depth = render_all(scene, data.K, data.w2c, W, H, ts)
+    Frames(images, frames_meta["fps"], np.asarray(frames_meta["source_index"])).save(ctx.out / "renders" / "train")
+    Depth(depth).save(ctx.out / "renders" / "train")
+    with torch.no_grad():
+        traj = scene.deform_points(data.track_canonical, torch.arange(data.T)).transpose(0, 1).numpy()
+    xy = np.stack([_project_np(traj[:, t], data.K[t].numpy(), data.w2c[t].numpy()) for t in ts], axis=1)
+    Tracks(xy, data.track_visible.numpy(), data.track_visible.numpy().astype(np.float32),
+           data.track_visible.numpy().argmax(1), traj).save(ctx.out / "tracks")
+    psnr = float(-10 * math.log10(max(float(((images / 255.0) - data.images.numpy()).__pow__(2).mean()), 1e-12)))
+    return {"final_losses": final, "train_psnr": psnr, "resumed_at": resumed_at, **meta}
+
+
+def _project_np(points: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> np.ndarray:
+    from dynrec.geometry.camera import project
+
+    return project(points.astype(np.float64), K.astype(np.float64), w2c.astype(np.float64))[0]
+
+
+STAGE = StageSpec(
+    name="recon", version=1, upstream=("frames", "masks", "depth", "tracks", "cameras", "lift"),
+    params=ReconParams, run=run, summary="optimise Gaussians + HiMoR",
+)
