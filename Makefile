@@ -34,7 +34,9 @@ demo:
 	rm -rf $(DEMO)
 	$(BIN)/dynrec synth $(DEMO)/scene --preset small --seed 0
 	$(BIN)/dynrec preprocess $(DEMO)/scene/video.mp4 -o $(DEMO)/work --gt $(DEMO)/scene
+	$(BIN)/dynrec reconstruct $(DEMO)/work --steps 300 --set recon.lr_scale=5
 	$(BIN)/dynrec status $(DEMO)/work
+	@echo "renders of the training views: $(DEMO)/work/recon/renders/train/"
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

@@ -51,7 +51,9 @@ def axis_angle(axis: tuple[float, float, float], angle: float) -> torch.Tensor:
 def assert_rotation(R: torch.Tensor, atol: float = 1e-10) -> None:
     eye = torch.eye(3, dtype=R.dtype).expand_as(R)
     torch.testing.assert_close(R.transpose(-1, -2) @ R, eye, rtol=0, atol=atol)
-    torch.testing.assert_close(torch.linalg.det(R), torch.ones(R.shape[:-2], dtype=R.dtype), rtol=0, atol=atol)
+    torch.testing.assert_close(
+        torch.linalg.det(R), torch.ones(R.shape[:-2], dtype=R.dtype), rtol=0, atol=atol
+    )
 
 
 # ---------------------------------------------------------------- rotations / SE(3)
@@ -67,14 +69,21 @@ def test_quaternion_round_trip_including_half_turns() -> None:
     g = torch.Generator().manual_seed(1)
     q = torch.randn(500, 4, generator=g, dtype=F64)
     special = torch.stack(
-        [axis_angle((1, 0, 0), math.pi), axis_angle((0, 1, 1), math.pi), axis_angle((1, 2, 3), 1e-9),
-         axis_angle((0, 0, 1), math.pi - 1e-7), torch.tensor([1.0, 0, 0, 0], dtype=F64)]
+        [
+            axis_angle((1, 0, 0), math.pi),
+            axis_angle((0, 1, 1), math.pi),
+            axis_angle((1, 2, 3), 1e-9),
+            axis_angle((0, 0, 1), math.pi - 1e-7),
+            torch.tensor([1.0, 0, 0, 0], dtype=F64),
+        ]
     )
     q = torch.cat([q, special])
     q = q / q.norm(dim=-1, keepdim=True)
     q = torch.where(q[:, :1] < 0, -q, q)
     back = matrix_to_quat(quat_to_matrix(q))
-    same = torch.minimum((back - q).abs().amax(-1), (back + q).abs().amax(-1))  # w = 0: sign is free
+    same = torch.minimum(
+        (back - q).abs().amax(-1), (back + q).abs().amax(-1)
+    )  # w = 0: sign is free
     assert same.max() < 1e-9
     torch.testing.assert_close(quat_to_matrix(back), quat_to_matrix(q), rtol=0, atol=1e-12)
     assert (back[:, 0] >= 0).all()
@@ -83,7 +92,10 @@ def test_quaternion_round_trip_including_half_turns() -> None:
 def test_quat_multiply_composes_rotations() -> None:
     a, b = axis_angle((1, 2, 0), 0.7), axis_angle((0, 1, -1), -1.3)
     torch.testing.assert_close(
-        quat_to_matrix(quat_multiply(a, b)), quat_to_matrix(a) @ quat_to_matrix(b), rtol=0, atol=1e-12
+        quat_to_matrix(quat_multiply(a, b)),
+        quat_to_matrix(a) @ quat_to_matrix(b),
+        rtol=0,
+        atol=1e-12,
     )
 
 
@@ -97,7 +109,9 @@ def test_rot6d_round_trip_and_gram_schmidt() -> None:
     assert_rotation(R2)
     # Gram-Schmidt keeps the direction of the first column and the plane of the first two.
     torch.testing.assert_close(R2[..., :, 0], d6[..., :3] / d6[..., :3].norm(dim=-1, keepdim=True))
-    assert (torch.linalg.cross(R2[..., :, 0], R2[..., :, 1], dim=-1) * d6[..., 3:]).sum(-1).abs().max() < 1e-9
+    assert (torch.linalg.cross(R2[..., :, 0], R2[..., :, 1], dim=-1) * d6[..., 3:]).sum(
+        -1
+    ).abs().max() < 1e-9
 
 
 def test_rot6d_works_in_float32() -> None:
@@ -108,7 +122,9 @@ def test_rot6d_works_in_float32() -> None:
 
 def test_compose_invert_transform_points() -> None:
     T = random_transforms(20)
-    torch.testing.assert_close(compose(T, invert(T)), torch.eye(4, dtype=F64).expand(20, 4, 4), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        compose(T, invert(T)), torch.eye(4, dtype=F64).expand(20, 4, 4), rtol=0, atol=1e-12
+    )
     g = torch.Generator().manual_seed(3)
     p = torch.randn(20, 3, generator=g, dtype=F64)
     homog = torch.cat([p, torch.ones(20, 1, dtype=F64)], dim=-1)
@@ -127,12 +143,18 @@ def test_compose_invert_transform_points() -> None:
 def test_dualquat_round_trip() -> None:
     T = random_transforms(50, seed=4)
     dq = se3_to_dualquat(T)
-    torch.testing.assert_close((dq[:, :4] * dq[:, 4:]).sum(-1), torch.zeros(50, dtype=F64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        (dq[:, :4] * dq[:, 4:]).sum(-1), torch.zeros(50, dtype=F64), rtol=0, atol=1e-12
+    )
     torch.testing.assert_close(dualquat_to_se3(dq), T, rtol=0, atol=1e-12)
-    torch.testing.assert_close(dualquat_to_se3(-dq), T, rtol=0, atol=1e-12)  # antipodal: same transform
+    torch.testing.assert_close(
+        dualquat_to_se3(-dq), T, rtol=0, atol=1e-12
+    )  # antipodal: same transform
     q = axis_angle((0, 1, 0), 0.4)
     t = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
-    torch.testing.assert_close(dualquat_to_se3(rt_to_dualquat(q, t)), make_transform(quat_to_matrix(q), t))
+    torch.testing.assert_close(
+        dualquat_to_se3(rt_to_dualquat(q, t)), make_transform(quat_to_matrix(q), t)
+    )
 
 
 def test_blend_of_identical_transforms_is_that_transform() -> None:
@@ -151,7 +173,9 @@ def test_blend_of_two_rotations_is_rigid_and_halfway() -> None:
     Ta = make_transform(quat_to_matrix(qa), torch.zeros(3, dtype=F64))
     Tb = make_transform(quat_to_matrix(qb), torch.zeros(3, dtype=F64))
     out = blend(torch.stack([Ta, Tb]), torch.tensor([0.5, 0.5], dtype=F64))
-    torch.testing.assert_close(out[:3, :3], quat_to_matrix(axis_angle((0, 0, 1), 0.7)), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        out[:3, :3], quat_to_matrix(axis_angle((0, 0, 1), 0.7)), rtol=0, atol=1e-12
+    )
     # arbitrary rotations + translations, random weights: always rigid
     T = random_transforms(2 * 64, seed=6).reshape(64, 2, 4, 4)
     w = torch.rand(64, 2, dtype=F64, generator=torch.Generator().manual_seed(1))
@@ -159,7 +183,9 @@ def test_blend_of_two_rotations_is_rigid_and_halfway() -> None:
     assert_rotation(B[:, :3, :3])
     torch.testing.assert_close(B[:, 3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=F64).expand(64, 4))
     # a one-hot weight picks that transform
-    torch.testing.assert_close(blend(T, torch.tensor([0.0, 1.0], dtype=F64).expand(64, 2)), T[:, 1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        blend(T, torch.tensor([0.0, 1.0], dtype=F64).expand(64, 2)), T[:, 1], rtol=0, atol=1e-12
+    )
 
 
 def test_blend_is_invariant_to_sign_of_inputs() -> None:
@@ -167,7 +193,9 @@ def test_blend_is_invariant_to_sign_of_inputs() -> None:
     w = torch.rand(10, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
     dq = se3_to_dualquat(T)
     flipped = dq * torch.tensor([1.0, -1.0, -1.0], dtype=F64)[None, :, None]
-    torch.testing.assert_close(blend_dualquat(dq, w)[..., :4].abs(), blend_dualquat(flipped, w)[..., :4].abs())
+    torch.testing.assert_close(
+        blend_dualquat(dq, w)[..., :4].abs(), blend_dualquat(flipped, w)[..., :4].abs()
+    )
     torch.testing.assert_close(blend(dq, w), blend(flipped, w), rtol=0, atol=1e-12)
 
 
@@ -247,7 +275,9 @@ def test_kmeans_is_deterministic_given_seed() -> None:
 
 
 def test_kmeans_handles_empty_clusters_and_bad_k() -> None:
-    x = torch.tensor([[0.0, 0.0]] * 4 + [[1.0, 1.0]] * 3 + [[5.0, 5.0]], dtype=F64)  # 3 distinct points
+    x = torch.tensor(
+        [[0.0, 0.0]] * 4 + [[1.0, 1.0]] * 3 + [[5.0, 5.0]], dtype=F64
+    )  # 3 distinct points
     res = kmeans(x, 4, seed=0)
     counts = torch.bincount(res.labels, minlength=4)
     assert (counts > 0).all()

@@ -19,7 +19,9 @@ from dynrec.render.reference import (
 F64 = torch.float64
 
 
-def intrinsics(fx: float, fy: float, cx: float, cy: float, dtype: torch.dtype = F64) -> torch.Tensor:
+def intrinsics(
+    fx: float, fy: float, cx: float, cy: float, dtype: torch.dtype = F64
+) -> torch.Tensor:
     return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=dtype)
 
 
@@ -35,7 +37,11 @@ def random_scene(
     cam = torch.stack([x, y, z], dim=-1)
     angle = 0.1
     R = torch.tensor(
-        [[math.cos(angle), 0.0, math.sin(angle)], [0.0, 1.0, 0.0], [-math.sin(angle), 0.0, math.cos(angle)]],
+        [
+            [math.cos(angle), 0.0, math.sin(angle)],
+            [0.0, 1.0, 0.0],
+            [-math.sin(angle), 0.0, math.cos(angle)],
+        ],
         dtype=dtype,
     )
     t = torch.tensor([0.1, -0.05, 0.2], dtype=dtype)
@@ -52,7 +58,11 @@ def random_scene(
 
 
 def dense_oracle(
-    params: list[torch.Tensor], viewmat: torch.Tensor, K: torch.Tensor, width: int, height: int,
+    params: list[torch.Tensor],
+    viewmat: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
     background: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every pixel against every Gaussian, plain autograd: an independent check of the tiled path.
@@ -95,7 +105,10 @@ def dense_oracle(
 
 
 def single(
-    center_cam: tuple[float, float, float], scale: float, opacity: float, color: tuple[float, float, float]
+    center_cam: tuple[float, float, float],
+    scale: float,
+    opacity: float,
+    color: tuple[float, float, float],
 ) -> list[torch.Tensor]:
     return [
         torch.tensor([center_cam], dtype=F64),
@@ -115,9 +128,22 @@ def test_output_structure_and_info_keys() -> None:
     params = [p.requires_grad_(True) for p in params]
     out = rasterize(*params, viewmat, K, 40, 30)
     assert isinstance(out, RenderOutput)
-    assert out.rgb.shape == (30, 40, 3) and out.depth.shape == (30, 40, 1) and out.alpha.shape == (30, 40, 1)
+    assert (
+        out.rgb.shape == (30, 40, 3)
+        and out.depth.shape == (30, 40, 1)
+        and out.alpha.shape == (30, 40, 1)
+    )
     info = out.info
-    for key in ("means2d", "radii", "width", "height", "n_cameras", "gaussian_ids", "depths", "conics"):
+    for key in (
+        "means2d",
+        "radii",
+        "width",
+        "height",
+        "n_cameras",
+        "gaussian_ids",
+        "depths",
+        "conics",
+    ):
         assert key in info
     assert info["means2d"].shape == (1, 50, 2)
     assert info["radii"].shape == (1, 50, 2) and info["radii"].dtype == torch.int32
@@ -150,7 +176,9 @@ def test_matches_dense_oracle_forward_and_backward() -> None:
 
     ours = torch.autograd.grad(loss(out.rgb, out.depth, out.alpha), [*params, bg])
     ref = torch.autograd.grad(loss(rgb, depth, alpha), [*params, bg])
-    for name, a, b in zip(["means", "quats", "scales", "opacities", "colors", "background"], ours, ref):
+    for name, a, b in zip(
+        ["means", "quats", "scales", "opacities", "colors", "background"], ours, ref
+    ):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
 
 
@@ -161,7 +189,9 @@ def test_gradients_match_central_differences() -> None:
         single((-0.2, 0.1, 2.5), 0.15, 0.6, (0.1, 0.8, 0.3)),
         single((0.25, -0.15, 3.0), 0.2, 0.8, (0.2, 0.3, 0.9)),
     )
-    scene[1] = torch.tensor([[0.9, 0.2, -0.3, 0.1], [0.7, -0.1, 0.4, 0.3], [0.5, 0.5, 0.1, -0.6]], dtype=F64)
+    scene[1] = torch.tensor(
+        [[0.9, 0.2, -0.3, 0.1], [0.7, -0.1, 0.4, 0.3], [0.5, 0.5, 0.1, -0.6]], dtype=F64
+    )
     scene[2] = torch.tensor([[0.12, 0.05, 0.08], [0.15, 0.09, 0.2], [0.2, 0.1, 0.07]], dtype=F64)
     params = [p.clone().requires_grad_(True) for p in scene]
     bg = torch.tensor([0.3, 0.3, 0.3], dtype=F64, requires_grad=True)
@@ -216,7 +246,13 @@ def test_gradcheck_fast_mode() -> None:
 def test_centred_gaussian_peaks_between_the_central_pixels() -> None:
     width, height = 32, 24
     K = intrinsics(40.0, 40.0, width / 2, height / 2)
-    out = rasterize(*single((0.0, 0.0, 3.0), 0.1, 0.9, (1.0, 1.0, 1.0)), torch.eye(4, dtype=F64), K, width, height)
+    out = rasterize(
+        *single((0.0, 0.0, 3.0), 0.1, 0.9, (1.0, 1.0, 1.0)),
+        torch.eye(4, dtype=F64),
+        K,
+        width,
+        height,
+    )
     img = out.rgb[..., 0]
     i, j = height // 2, width // 2
     centre = img[i - 1 : i + 1, j - 1 : j + 1]
@@ -233,7 +269,9 @@ def test_offset_gaussian_peaks_at_its_pixel() -> None:
     row, col, z = 7, 26, 2.5
     x = (col + 0.5 - cx) / fx * z
     y = (row + 0.5 - cy) / fy * z
-    out = rasterize(*single((x, y, z), 0.06, 0.9, (1.0, 0.0, 0.0)), torch.eye(4, dtype=F64), K, width, height)
+    out = rasterize(
+        *single((x, y, z), 0.06, 0.9, (1.0, 0.0, 0.0)), torch.eye(4, dtype=F64), K, width, height
+    )
     img = out.rgb[..., 0]
     flat = int(img.argmax())
     assert (flat // width, flat % width) == (row, col)
@@ -249,11 +287,18 @@ def test_world_transform_is_applied() -> None:
 
     width, height = 48, 32
     K = intrinsics(40.0, 40.0, 24.0, 16.0)
-    w2c = look_at(eye=torch.tensor([2.0, -3.0, 1.0]).numpy(), target=torch.tensor([0.0, 0.0, 0.2]).numpy())
+    w2c = look_at(
+        eye=torch.tensor([2.0, -3.0, 1.0]).numpy(), target=torch.tensor([0.0, 0.0, 0.2]).numpy()
+    )
     point = torch.tensor([0.3, 0.1, 0.4], dtype=F64)
     xy, z = project(point.numpy(), K.numpy(), w2c)
-    out = rasterize(*single(tuple(point.tolist()), 0.03, 0.9, (1.0, 1.0, 1.0)),
-                    torch.from_numpy(w2c), K, width, height)
+    out = rasterize(
+        *single(tuple(point.tolist()), 0.03, 0.9, (1.0, 1.0, 1.0)),
+        torch.from_numpy(w2c),
+        K,
+        width,
+        height,
+    )
     assert out.info["means2d"][0, 0].tolist() == pytest.approx(xy.tolist(), abs=1e-9)
     assert out.info["depths"][0, 0].item() == pytest.approx(float(z), abs=1e-9)
     flat = int(out.alpha[..., 0].argmax())
@@ -264,7 +309,13 @@ def test_expected_depth_of_single_gaussian_is_its_z() -> None:
     width, height = 32, 32
     K = intrinsics(30.0, 30.0, 16.0, 16.0)
     z = 3.7
-    out = rasterize(*single((0.1, -0.1, z), 0.3, 0.5, (0.5, 0.5, 0.5)), torch.eye(4, dtype=F64), K, width, height)
+    out = rasterize(
+        *single((0.1, -0.1, z), 0.3, 0.5, (0.5, 0.5, 0.5)),
+        torch.eye(4, dtype=F64),
+        K,
+        width,
+        height,
+    )
     hit = out.alpha[..., 0] > 0
     assert hit.sum() > 20 and (~hit).sum() > 0
     torch.testing.assert_close(out.depth[hit][:, 0], torch.full((int(hit.sum()),), z, dtype=F64))
@@ -341,7 +392,9 @@ def test_gsplat_parity_on_cuda() -> None:
     params, viewmat, K = random_scene(3000, width, height, seed=11, dtype=torch.float32)
     bg = torch.tensor([0.1, 0.2, 0.3])
     cpu = rasterize(*params, viewmat, K, width, height, background=bg)
-    cuda = rasterize(*[p.cuda() for p in params], viewmat.cuda(), K.cuda(), width, height, background=bg.cuda())
+    cuda = rasterize(
+        *[p.cuda() for p in params], viewmat.cuda(), K.cuda(), width, height, background=bg.cuda()
+    )
     assert (cuda.rgb.cpu() - cpu.rgb).abs().max() < 1e-3
     assert (cuda.alpha.cpu() - cpu.alpha).abs().max() < 1e-3
     solid = cpu.alpha[..., 0] > 0.5
@@ -351,7 +404,9 @@ def test_gsplat_parity_on_cuda() -> None:
     radii_cuda = cuda.info["radii"].cpu()
     assert radii_cuda.shape == radii_cpu.shape
     assert (radii_cuda != radii_cpu).any(-1).float().mean() < 0.01
-    torch.testing.assert_close(cuda.info["means2d"].cpu(), cpu.info["means2d"], rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(
+        cuda.info["means2d"].cpu(), cpu.info["means2d"], rtol=1e-5, atol=1e-3
+    )
 
 
 def test_projection_known_answer() -> None:
@@ -378,3 +433,25 @@ def test_tile_binning() -> None:
     assert bins.tiles_per_gauss.tolist() == [1, 4, 0]
     # tile 0 holds both visible Gaussians, nearer first
     assert bins.flatten_ids[bins.offsets[0] : bins.offsets[1]].tolist() == [1, 0]
+
+
+def test_empty_scene_renders_background() -> None:
+    def empty(*shape: int) -> torch.Tensor:
+        return torch.zeros(*shape, dtype=F64, requires_grad=True)
+
+    bg = torch.tensor([0.2, 0.4, 0.6], dtype=F64)
+    K = intrinsics(20.0, 20.0, 8.0, 6.0)
+    out = rasterize(
+        empty(0, 3),
+        empty(0, 4),
+        empty(0, 3),
+        empty(0),
+        empty(0, 3),
+        torch.eye(4, dtype=F64),
+        K,
+        16,
+        12,
+        background=bg,
+    )
+    torch.testing.assert_close(out.rgb, bg.expand(12, 16, 3))
+    assert (out.alpha == 0).all()

@@ -99,9 +99,7 @@ def kmeans(
     return KMeansResult(centers, labels, inertia, it)
 
 
-def _fill_empty(
-    d2: Tensor, labels: Tensor, counts: Tensor, empty: Tensor
-) -> tuple[Tensor, Tensor]:
+def _fill_empty(d2: Tensor, labels: Tensor, counts: Tensor, empty: Tensor) -> tuple[Tensor, Tensor]:
     """Give each empty cluster the point farthest from its centre (taken from a cluster of >1)."""
     labels = labels.clone()
     counts = counts.clone()

@@ -53,9 +53,15 @@ def procrustes(
         ``Similarity(R [..., 3, 3], t [..., 3], s [...])``.
     """
     if src.shape[-1] != 3 or dst.shape[-1] != 3:
-        raise ValueError(f"points must be [..., P, 3], got {tuple(src.shape)} and {tuple(dst.shape)}")
+        raise ValueError(
+            f"points must be [..., P, 3], got {tuple(src.shape)} and {tuple(dst.shape)}"
+        )
     if weights is None:
-        weights = torch.ones(torch.broadcast_shapes(src.shape[:-1], dst.shape[:-1]), dtype=src.dtype, device=src.device)
+        weights = torch.ones(
+            torch.broadcast_shapes(src.shape[:-1], dst.shape[:-1]),
+            dtype=src.dtype,
+            device=src.device,
+        )
     w = weights.to(src.dtype)[..., None]  # [..., P, 1]
     wsum = w.sum(dim=-2).clamp_min(eps)  # [..., 1]
     mu_s = (w * src).sum(dim=-2) / wsum  # [..., 3]

@@ -9,6 +9,8 @@ pure-torch reference rasterizer in :mod:`dynrec.render.reference`, which follows
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from dynrec.render.reference import RenderOutput, rasterize_reference
@@ -86,7 +88,13 @@ def rasterize(
         [1, N, 2], ``width``, ``height``, ``n_cameras``, ``gaussian_ids``, ...).
     """
     _check_inputs(means, quats, scales, opacities, colors, viewmat, K, background)
-    kwargs = dict(near=near, far=far, background=background, tile_size=tile_size, eps2d=eps2d)
+    kwargs: dict[str, Any] = {
+        "near": near,
+        "far": far,
+        "background": background,
+        "tile_size": tile_size,
+        "eps2d": eps2d,
+    }
     if means.is_cuda:
         from dynrec.render.gsplat_backend import rasterize_gsplat
 

@@ -62,4 +62,6 @@ def rasterize_gsplat(
         packed=False,
         sh_degree=None,
     )
-    return RenderOutput(rgb=render[0, ..., :-1], depth=render[0, ..., -1:], alpha=alpha[0], info=meta)
+    return RenderOutput(
+        rgb=render[0, ..., :-1], depth=render[0, ..., -1:], alpha=alpha[0], info=meta
+    )

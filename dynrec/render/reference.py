@@ -25,7 +25,8 @@ reproduces ``gsplat.rasterization(..., packed=False, render_mode="RGB+ED")`` ste
 Compositing is one ``torch.autograd.Function`` that works on padded [tiles, 256, K] blocks
 in chunks and recomputes them in its analytic backward (the same maths as gsplat's backward
 kernel), so memory stays bounded and ``means2d`` receives exactly the screen-space gradient
-gsplat's ``DefaultStrategy`` expects.
+gsplat's ``DefaultStrategy`` expects (``absgrad`` is not produced). The block temporaries live
+in per-thread buffers reused across calls (:func:`release_workspace` frees them).
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ ALPHA_THRESHOLD = float(torch.tensor(1.0 / 255.0, dtype=torch.float32))
 MAX_ALPHA = 0.999
 TRANSMITTANCE_MIN = 1e-4
 MAX_EXTEND = 3.33
-#: sigma is clamped here before exp: alpha <= exp(-30) is always skipped, and exp never
-#: underflows into (slow) denormals.
+#: sigma is clamped here before exp: alpha <= opacity * exp(-30) is always skipped (opacities
+#: are at most 1), and exp never underflows into (slow) denormals.
 SIGMA_MAX = 30.0
 
-#: Upper bound on the elements of one [tiles, pixels, K] block (memory ~ 20x this x 4 bytes).
+#: Upper bound on the elements of one [tiles, pixels, K] block. The block passes keep up to
+#: 7 buffers of this size per thread (28 MB in float32), reused across calls.
 DEFAULT_CHUNK_ELEMENTS = 1 << 20
 
 
@@ -166,14 +168,18 @@ def project_gaussians(
     with torch.no_grad():
         op = opacities.detach()
         valid = valid & (op >= ALPHA_THRESHOLD)
-        extend = torch.sqrt(2.0 * torch.log((op / ALPHA_THRESHOLD).clamp_min(1.0))).clamp_max(MAX_EXTEND)
+        extend = torch.sqrt(2.0 * torch.log((op / ALPHA_THRESHOLD).clamp_min(1.0))).clamp_max(
+            MAX_EXTEND
+        )
         rx = torch.ceil(extend * torch.sqrt(a.detach().clamp_min(0.0)))
         ry = torch.ceil(extend * torch.sqrt(d.detach().clamp_min(0.0)))
         valid = valid & ~((rx <= 0) & (ry <= 0))
         mx, my = means2d.detach().unbind(-1)
         outside = (mx + rx <= 0) | (mx - rx >= width) | (my + ry <= 0) | (my - ry >= height)
         valid = valid & ~outside
-        radii = torch.stack([rx, ry], dim=-1).where(valid[:, None], torch.zeros_like(means2d.detach()))
+        radii = torch.stack([rx, ry], dim=-1).where(
+            valid[:, None], torch.zeros_like(means2d.detach())
+        )
         radii = radii.to(torch.int32)
     return Projection(means2d=means2d, conics=conics, depths=z, radii=radii)
 
@@ -501,7 +507,9 @@ class _Composite(torch.autograd.Function):
         for blk in blocks:
             st = _block_forward(blk, means2d, conics, opacities, ws, keep=False)
             blk.k_live = st.k_live
-            out[blk.tiles] = _weighted_colors(st.w, colors[blk.gid]) + st.T_end[..., None] * background
+            out[blk.tiles] = (
+                _weighted_colors(st.w, colors[blk.gid]) + st.T_end[..., None] * background
+            )
             T_end[blk.tiles] = st.T_end
         ctx.save_for_backward(means2d, conics, opacities, colors, background)
         ctx.blocks = [blk.truncated() for blk in blocks if blk.k_live > 0]
@@ -526,8 +534,15 @@ class _Composite(torch.autograd.Function):
         for blk in ctx.blocks:
             uncovered[blk.tiles] = False
             v_m, v_c, v_op, v_cols, v_b = _block_backward(
-                blk, means2d, conics, opacities, colors, background,
-                gO_tiles[blk.tiles], gA_tiles[blk.tiles], ws,
+                blk,
+                means2d,
+                conics,
+                opacities,
+                colors,
+                background,
+                gO_tiles[blk.tiles],
+                gA_tiles[blk.tiles],
+                ws,
             )
             ids = blk.gid[blk.slot]
             v_means2d.index_add_(0, ids, v_m[blk.slot])
@@ -606,7 +621,9 @@ def _info(
     proj: Projection, means2d: Tensor, opacities: Tensor, bins: TileBins, width: int, height: int
 ) -> dict[str, Any]:
     """gsplat 1.5.3 ``meta`` for one camera, unpacked (batch dims [1, ...])."""
-    depth_bits = proj.depths.detach().float()[bins.flatten_ids].view(torch.int32).long() & 0xFFFFFFFF
+    depth_bits = (
+        proj.depths.detach().float()[bins.flatten_ids].view(torch.int32).long() & 0xFFFFFFFF
+    )
     isect_ids = (bins.tile_ids << 32) | depth_bits
     return {
         "batch_ids": None,
@@ -622,7 +639,9 @@ def _info(
         "tiles_per_gauss": bins.tiles_per_gauss[None],
         "isect_ids": isect_ids,
         "flatten_ids": bins.flatten_ids.to(torch.int32),
-        "isect_offsets": bins.offsets[:-1].to(torch.int32).reshape(1, bins.tile_height, bins.tile_width),
+        "isect_offsets": bins.offsets[:-1]
+        .to(torch.int32)
+        .reshape(1, bins.tile_height, bins.tile_width),
         "width": width,
         "height": height,
         "tile_size": bins.tile_size,
