@@ -37,7 +37,7 @@ class DynamicScene(nn.Module):
         super().__init__()
         self.gaussians = gaussians
         self.motion = motion
-        self._skin: tuple[Tensor, Tensor] | None = None
+        self._skin_idx: Tensor | None = None
 
     @property
     def is_tree(self) -> bool:
@@ -45,12 +45,13 @@ class DynamicScene(nn.Module):
 
     def refresh_skinning(self) -> None:
         """Recompute the K nearest leaves of each foreground Gaussian (call after moves or node changes)."""
-        self._skin = None
+        self._skin_idx = None
 
     def _fg_skin(self, means: Tensor) -> tuple[Tensor, Tensor]:
-        idx = None if self._skin is None or self._skin[0].shape[0] != means.shape[0] else self._skin[0]
-        idx, w = self.motion.skin(means, idx)
-        self._skin = (idx.detach(), w.detach())
+        """Eq. 5 weights on cached neighbour indices (the neighbours change slowly)."""
+        cached = self._skin_idx if self._skin_idx is not None and len(self._skin_idx) == len(means) else None
+        idx, w = self.motion.skin(means, cached)
+        self._skin_idx = idx.detach()
         return idx, w
 
     def deform_foreground(self, t: Tensor) -> tuple[Tensor, Tensor]:

@@ -55,6 +55,7 @@ class Runner:
         self.device = device
         self.console = console or Console(stderr=True)
         self._keys: dict[str, str] = {}
+        self._parts: dict[str, dict[str, Any]] = {}
 
     # ----- keys and states -------------------------------------------------------------
     @property
@@ -66,6 +67,12 @@ class Runner:
         return Path(self.config.input.gt) if self.config.input.gt else None
 
     def _key_parts(self, name: str) -> dict[str, Any]:
+        """What the key of ``name`` hashes; external inputs (a video) are hashed once per runner."""
+        if name not in self._parts:
+            self._parts[name] = self._compute_key_parts(name)
+        return self._parts[name]
+
+    def _compute_key_parts(self, name: str) -> dict[str, Any]:
         spec = self.specs[name]
         params = self.config.stages[name]
         external = spec.external(params, self.source, self.gt)
@@ -216,7 +223,7 @@ class Runner:
             except KeyboardInterrupt:
                 self._fail(name, key, "interrupted")
                 raise
-            except Exception as exc:  # noqa: BLE001 - any crash inside a stage is recorded
+            except Exception as exc:
                 log = self._fail(name, key, f"{type(exc).__name__}: {exc}")
                 raise StageFailed(
                     f"stage '{name}' failed: {type(exc).__name__}: {exc}\n"

@@ -8,8 +8,8 @@ term named; the last good checkpoint is kept.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,8 +18,10 @@ import torch
 
 from dynrec.artifacts import Cameras, Depth, Frames, Lift, Masks, Tracks
 from dynrec.errors import DynrecError
+from dynrec.geometry.lift import project_points, sample_depth
+from dynrec.metrics import psnr
 from dynrec.model import losses as L
-from dynrec.model.gaussians import Gaussians, GaussianLRs
+from dynrec.model.gaussians import GaussianLRs, Gaussians
 from dynrec.model.himor import GlobalBases, MotionLRs, MotionTree, TreeConfig, knn_curve
 from dynrec.model.scene import DynamicScene
 from dynrec.stages.base import StageContext, StageSpec
@@ -96,7 +98,7 @@ def load_data(ctx: StageContext) -> Data:
     cams = Cameras.load(ctx.inputs["cameras"])
     tracks = Tracks.load(ctx.inputs["tracks"])
     lift = Lift.load(ctx.inputs["lift"])
-    f = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float()  # noqa: E731
+    f = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float()
     return Data(
         images=f(frames.images / 255.0), masks=f(Masks.load(ctx.inputs["masks"]).masks[..., None]),
         depth=f(Depth.load(ctx.inputs["depth"]).depth[..., None]), K=f(cams.K), w2c=f(cams.w2c),
@@ -156,52 +158,48 @@ class Trainer:
                              for k in range(self.scene.motion.num_levels)]
         return self._knn
 
-    def losses(self, ts: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every active loss term (weighted later) for the batch frames ``ts`` [B]."""
-        d, w, scene = self.data, self.weights, self.scene
+    def losses(self, ts: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 7 with Appendix B.1 terms for the batch frames ``ts`` [B]: ``(total, {term: value})``.
+
+        Terms whose weight is 0 are not computed (:func:`dynrec.model.losses.weighted_sum`).
+        """
+        d, scene = self.data, self.scene
         W, H = d.size
         fg_means, fg_quats = scene.deform_foreground(ts)
-        terms: dict[str, list[torch.Tensor]] = {}
-
-        def add(name: str, fn) -> None:
-            if getattr(w, name, 1.0) != 0:
-                terms.setdefault(name, []).append(fn())
-
-        for b, t in enumerate(ts.tolist()):
-            out = scene.render(t, fg_means[b], fg_quats[b], d.K[t], d.w2c[t], W, H)
-            add("rgb_mse", lambda: L.mse(out.rgb, d.images[t]))
-            add("rgb_dssim", lambda: L.dssim(out.rgb, d.images[t]))
-            add("mask", lambda: L.mask_loss(out.fg, d.masks[t]))
-            add("depth", lambda: L.depth_loss(out.depth, d.depth[t]))
-            add("depth_grad", lambda: L.depth_gradient_loss(out.depth, d.depth[t]))
-        pts = scene.deform_points(d.track_canonical, torch.cat([ts - 1, ts, ts + 1]).clamp(0, d.T - 1))
+        out = [scene.render(t, fg_means[b], fg_quats[b], d.K[t], d.w2c[t], W, H) for b, t in enumerate(ts.tolist())]
+        rgb, fg, depth = (torch.stack([getattr(o, k) for o in out]) for k in ("rgb", "fg", "depth"))
         B = len(ts)
+        pts = scene.deform_points(d.track_canonical, torch.cat([ts - 1, ts, ts + 1]).clamp(0, d.T - 1))
         cur = pts[B:2 * B]
-        cam = torch.einsum("bij,bpj->bpi", d.w2c[ts][:, :3, :3], cur) + d.w2c[ts][:, None, :3, 3]
-        z = cam[..., 2]
-        xy = torch.einsum("bij,bpj->bpi", d.K[ts][:, :2, :2], cam[..., :2] / z.clamp_min(1e-6)[..., None]) \
-            + d.K[ts][:, None, :2, 2]
+        xy, z = project_points(cur, d.K[ts][:, None], d.w2c[ts][:, None])
         vis = d.track_visible[:, ts].T
         target_xy = d.track_xy[:, ts].transpose(0, 1)
-        add("track_2d", lambda: L.track_2d_loss(xy, target_xy, vis, W, H))
-        add("track_depth", lambda: L.track_depth_loss(z, _sample(d.depth[ts, ..., 0], target_xy), vis))
-        add("accel_tracks", lambda: L.track_acceleration_loss(pts[:B], cur, pts[2 * B:]))
-        add("accel_bases", lambda: L.bases_acceleration_loss(scene.motion.bases()))
-        add("scale", lambda: L.scale_loss(scene.gaussians.log_scales))
+        target_z, known = sample_depth(d.depth[ts, ..., 0], target_xy.transpose(0, 1))
+        target_z = torch.where(known, target_z, torch.zeros_like(target_z)).T
+        terms = {
+            "rgb_mse": lambda: L.mse(rgb, d.images[ts]),
+            "rgb_dssim": lambda: L.dssim(rgb, d.images[ts]),
+            "mask": lambda: L.mask_loss(fg, d.masks[ts]),
+            "depth": lambda: L.depth_loss(depth, d.depth[ts]),
+            "depth_grad": lambda: L.depth_gradient_loss(depth, d.depth[ts]),
+            "track_2d": lambda: L.track_2d_loss(xy, target_xy, vis, W, H),
+            "track_depth": lambda: L.track_depth_loss(z, target_z, vis),
+            "accel_tracks": lambda: L.track_acceleration_loss(pts[:B], cur, pts[2 * B:]),
+            "accel_bases": lambda: L.bases_acceleration_loss(scene.motion.bases()),
+            "scale": lambda: L.scale_loss(scene.gaussians.log_scales),
+        }
+        weights = asdict(self.weights)
         if scene.is_tree:
-            add("node_radius", lambda: sum(L.node_radius_loss(p, r) for p, r in
-                                           zip(scene.motion.level_positions(), scene.motion.level_radii())))
-            levels = scene.motion.level_transforms(ts)
-            for k, weight in enumerate(w.rigidity_weights(len(levels))):
-                if weight:
-                    knn = self._rigidity_knn()[k]
-                    terms[f"rigid_level{k + 1}"] = [weight * L.rigidity_loss(
-                        scene.motion.level_positions()[k], levels[k], knn)]
-        return {k: torch.stack(v).mean() for k, v in terms.items()}
-
-    def total(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        w = self.weights
-        return sum(v * (1.0 if k.startswith("rigid_") else getattr(w, k)) for k, v in values.items())
+            tree = scene.motion
+            terms["node_radius"] = lambda: sum(
+                L.node_radius_loss(p, r) for p, r in zip(tree.level_positions(), tree.level_radii()))
+            levels = tree.level_transforms(ts)
+            for k, weight in enumerate(self.weights.rigidity_weights(len(levels))):
+                name = f"rigid_level{k + 1}"
+                weights[name] = weight
+                terms[name] = partial(L.rigidity_loss, tree.level_positions()[k], levels[k], self._rigidity_knn()[k])
+        total, values = L.weighted_sum(terms, weights)
+        return total, values
 
     def structure_updates(self) -> None:
         """Level 2 and node densification on the HiMoR tree (§3.2.3, §3.2.4)."""
@@ -249,7 +247,7 @@ class Trainer:
         while self.step < p.steps:
             self.structure_updates()
             ts = torch.randperm(self.data.T, generator=self.gen)[: p.batch_frames].sort().values
-            values = self.losses(ts)
+            total, values = self.losses(ts)
             bad = [k for k, v in values.items() if not torch.isfinite(v)]
             if bad:
                 raise DynrecError(
@@ -257,7 +255,6 @@ class Trainer:
                     f"checkpoint (step {self.step - self.step % p.checkpoint_every}) is kept; lower "
                     "--set recon.lr_scale or switch that term off with --set recon.weights=..."
                 )
-            total = self.total(values)
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             self.opt.step()
@@ -267,14 +264,6 @@ class Trainer:
             if self.step % p.checkpoint_every == 0:
                 self.save()
         return last
-
-
-def _sample(depth: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-    """Nearest-pixel depth [B, P] of depth maps [B, H, W] at pixel positions xy [B, P, 2]."""
-    B, H, W = depth.shape
-    px = xy.detach().floor().long()
-    x, y = px[..., 0].clamp(0, W - 1), px[..., 1].clamp(0, H - 1)
-    return depth[torch.arange(B)[:, None], y, x]
 
 
 def restore_scene(state: dict[str, torch.Tensor], params: ReconParams) -> DynamicScene:
@@ -326,17 +315,12 @@ def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
     Depth(depth).save(ctx.out / "renders" / "train")
     with torch.no_grad():
         traj = scene.deform_points(data.track_canonical, torch.arange(data.T)).transpose(0, 1).numpy()
-    xy = np.stack([_project_np(traj[:, t], data.K[t].numpy(), data.w2c[t].numpy()) for t in ts], axis=1)
+    xy = project_points(torch.from_numpy(traj), data.K[None], data.w2c[None])[0].numpy()
     Tracks(xy, data.track_visible.numpy(), data.track_visible.numpy().astype(np.float32),
            data.track_visible.numpy().argmax(1), traj).save(ctx.out / "tracks")
-    psnr = float(-10 * math.log10(max(float(((images / 255.0) - data.images.numpy()).__pow__(2).mean()), 1e-12)))
-    return {"final_losses": final, "train_psnr": psnr, "resumed_at": resumed_at, **meta}
+    train_psnr = psnr(images / 255.0, data.images.numpy())
+    return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at, **meta}
 
-
-def _project_np(points: np.ndarray, K: np.ndarray, w2c: np.ndarray) -> np.ndarray:
-    from dynrec.geometry.camera import project
-
-    return project(points.astype(np.float64), K.astype(np.float64), w2c.astype(np.float64))[0]
 
 
 STAGE = StageSpec(
