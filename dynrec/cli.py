@@ -82,6 +82,32 @@ def reconstruct(
 
 
 @app.command()
+def evaluate(
+    work: WorkArg = Path("."),
+    metrics: Annotated[str | None, typer.Option("--metrics", help="Comma-separated metric names, or 'all' (default: every metric this work dir supports).")] = None,
+    weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Folder of metric network weights (also searched: $DYNREC_WEIGHTS).")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Text describing the video, for clip_t.")] = None,
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Write eval/side_by_side.mp4.")] = True,
+) -> None:
+    """Metrics table, eval/metrics.json, per-frame plots and a side-by-side video.
+
+    Exit code 0 when every requested metric was computed, 2 when some were not (the table
+    says why), 1 on errors."""
+    from dynrec.evaluate import evaluate as run_evaluation
+    from dynrec.evaluate import print_report
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("evaluate", total=None)
+        report = run_evaluation(
+            work, metrics=metrics, weights_dir=weights_dir, prompt=prompt, video=video, console=err,
+            progress=lambda name, done, total: bar.update(task, description=f"evaluate: {name}",
+                                                          completed=done, total=total))
+    print_report(console, report)
+    if not report.all_computed:
+        raise typer.Exit(code=2)
+
+
+@app.command()
 def status(work: WorkArg = Path(".")) -> None:
     """Every stage: done / stale / failed / missing, with key, duration and size."""
     from dynrec.pipeline.session import open_runner

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynrec.geometry.camera import intrinsics, look_at, pixel_centers, project, unproject
+from dynrec.geometry.camera import intrinsics, look_at, pixel_centers, project, unproject, w2c_in_other_world
 
 
 def test_pixel_centres_are_at_half():
@@ -41,3 +41,22 @@ def test_unproject_inverts_project():
     pts = rng.normal(size=(50, 3))
     xy, z = project(pts, K, w2c)
     np.testing.assert_allclose(unproject(xy, z, K, w2c), pts, atol=1e-9)
+
+
+def test_cameras_move_between_worlds_with_a_similarity():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(0)
+    K = intrinsics(50.0, 50.0, 32.0, 24.0)
+    w2c = look_at(np.array([0.0, -4.0, 1.0]), np.zeros(3))
+    a_to_b = np.eye(4)
+    a_to_b[:3, :3] = 2.5 * Rotation.from_euler("xyz", [0.3, -0.2, 1.0]).as_matrix()
+    a_to_b[:3, 3] = [1.0, -2.0, 0.5]
+    points_a = rng.normal(scale=0.5, size=(20, 3))
+    points_b = points_a @ a_to_b[:3, :3].T + a_to_b[:3, 3]
+    w2c_b = w2c_in_other_world(w2c, a_to_b)
+    np.testing.assert_allclose(w2c_b[:3, :3] @ w2c_b[:3, :3].T, np.eye(3), atol=1e-12)
+    xy_a, z_a = project(points_a, K, w2c)
+    xy_b, z_b = project(points_b, K, w2c_b)
+    np.testing.assert_allclose(xy_b, xy_a, atol=1e-9)
+    np.testing.assert_allclose(z_b, 2.5 * z_a, rtol=1e-9)

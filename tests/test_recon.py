@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynrec.artifacts import Tracks
+from dynrec.artifacts import Frames, Tracks
 from dynrec.errors import StageFailed
 from dynrec.pipeline.session import open_runner
 from dynrec.stages import recon as R
@@ -42,7 +42,7 @@ def test_tiny_reconstruction_lowers_loss_and_beats_init_on_epe(gt_work, tmp_path
     assert epe_after < epe_before, (epe_before, epe_after)
 
 
-def test_interrupted_reconstruction_resumes(gt_work, tmp_path, monkeypatch):
+def test_interrupted_reconstruction_resumes(scene, gt_work, tmp_path, monkeypatch):
     import shutil
 
     work = tmp_path / "work"
@@ -69,3 +69,8 @@ def test_interrupted_reconstruction_resumes(gt_work, tmp_path, monkeypatch):
     assert (work / "recon" / "model.pt").exists() and (work / "recon" / "renders" / "train" / "frames.json").exists()
     state = torch.load(work / "recon" / "model.pt", weights_only=True)
     assert any(k.startswith("gaussians.") for k in state["scene"])
+    cams = sorted(p.name for p in (scene / "heldout").iterdir())
+    assert info["heldout"] == {name: "rendered" for name in cams}
+    for name in cams:
+        frames = Frames.load(work / "recon" / "renders" / "heldout" / name)
+        assert frames.images.shape == Frames.load(work / "frames").images.shape

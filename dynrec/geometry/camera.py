@@ -70,3 +70,15 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0,
     w2c[:3, :3] = R
     w2c[:3, 3] = -R @ eye
     return w2c
+
+
+def w2c_in_other_world(w2c: np.ndarray, a_to_b: np.ndarray) -> np.ndarray:
+    """Cameras ``w2c`` [..., 4, 4] of world A, re-expressed for world B, where ``a_to_b``
+    [4, 4] is a similarity (``s R | t``) mapping A's points to B's.
+
+    The result is rigid: a point of B projects where the matching point of A projected
+    (its camera z, in B's units, is s times larger).
+    """
+    out = np.asarray(w2c, dtype=np.float64) @ np.linalg.inv(a_to_b)
+    out[..., :3, :] /= np.cbrt(np.linalg.det(out[..., :3, :3]))[..., None, None]
+    return out

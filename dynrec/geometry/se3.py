@@ -159,3 +159,89 @@ def transform_points(T: Tensor, points: Tensor) -> Tensor:
     R = T[..., :3, :3]
     t = T[..., :3, 3]
     return (R @ points[..., None])[..., 0] + t
+
+
+def _so3_coefficients(theta2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(sin θ/θ, (1 - cos θ)/θ², (θ - sin θ)/θ³)`` of ``θ² = theta2`` [...], Taylor near 0.
+
+    The Taylor branch keeps values and gradients finite at ``θ = 0`` (where ``sqrt`` would
+    give an infinite derivative).
+    """
+    small = theta2 < 1e-6
+    t2 = torch.where(small, torch.ones_like(theta2), theta2)
+    th = torch.sqrt(t2)
+    a = torch.where(small, 1 - theta2 / 6 + theta2**2 / 120, torch.sin(th) / th)
+    b = torch.where(small, 0.5 - theta2 / 24 + theta2**2 / 720, (1 - torch.cos(th)) / t2)
+    c = torch.where(
+        small, 1 / 6 - theta2 / 120 + theta2**2 / 5040, (th - torch.sin(th)) / (t2 * th)
+    )
+    return a, b, c
+
+
+def hat(v: Tensor) -> Tensor:
+    """Skew-symmetric matrices ``[v]_x`` with ``[v]_x w = v x w``. ``v`` [..., 3] -> [..., 3, 3]."""
+    x, y, z = v.unbind(-1)
+    o = torch.zeros_like(x)
+    return torch.stack([o, -z, y, z, o, -x, -y, x, o], dim=-1).reshape(v.shape[:-1] + (3, 3))
+
+
+def so3_exp(omega: Tensor) -> Tensor:
+    """Rotation matrices from rotation vectors (Rodrigues). ``omega`` [..., 3] -> [..., 3, 3].
+
+    ``R = I + (sin θ/θ) [ω]_x + ((1 - cos θ)/θ²) [ω]_x²`` with ``θ = |ω|`` (axis ``ω/θ``,
+    angle θ in radians); exact identity and finite gradients at ``ω = 0``.
+    """
+    a, b, _ = _so3_coefficients(omega.square().sum(dim=-1))
+    W = hat(omega)
+    eye = torch.eye(3, dtype=omega.dtype, device=omega.device)
+    return eye + a[..., None, None] * W + b[..., None, None] * (W @ W)
+
+
+def so3_log(R: Tensor) -> Tensor:
+    """Rotation vectors of rotation matrices (inverse of :func:`so3_exp` for angles < π).
+
+    ``R`` [..., 3, 3] -> [..., 3]. The angle comes from ``atan2(|skew|, (tr R - 1)/2)``
+    (accurate near 0); near π the axis is taken from ``R + I``.
+    """
+    skew = torch.stack(
+        [R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]],
+        dim=-1,
+    )
+    cos = ((R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1) / 2).clamp(-1, 1)
+    sin = skew.norm(dim=-1) / 2
+    theta = torch.atan2(sin, cos)
+    scale = torch.where(sin > 1e-6, theta / (2 * sin).clamp_min(1e-12), 0.5 + theta**2 / 12)
+    omega = scale[..., None] * skew
+    # Near pi the skew part loses the axis: take it from the symmetric part,
+    # n n^T = ((R + R^T)/2 - cos I) / (1 - cos), signed like the skew part.
+    near_pi = cos < -0.9
+    if bool(near_pi.any()):
+        eye = torch.eye(3, dtype=R.dtype, device=R.device)
+        S = (0.5 * (R + R.transpose(-1, -2)) - cos[..., None, None] * eye) / (1 - cos)[
+            ..., None, None
+        ].clamp_min(1e-12)
+        col = torch.diagonal(S, dim1=-2, dim2=-1).argmax(dim=-1)
+        axis = torch.gather(S, -1, col[..., None, None].expand(S.shape[:-1] + (1,)))[..., 0]
+        axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        sign = torch.where((axis * skew).sum(-1, keepdim=True) < 0, -1.0, 1.0).to(R.dtype)
+        omega = torch.where(near_pi[..., None], sign * axis * theta[..., None], omega)
+    return omega
+
+
+def se3_exp(xi: Tensor) -> Tensor:
+    """SE(3) exponential of twists ``xi = (ω, ρ)`` [..., 6] -> transforms [..., 4, 4].
+
+    Rotation ``so3_exp(ω)``; translation ``V ρ`` with
+    ``V = I + ((1 - cos θ)/θ²) [ω]_x + ((θ - sin θ)/θ³) [ω]_x²`` (the screw motion).
+    """
+    omega, rho = xi[..., :3], xi[..., 3:]
+    _, b, c = _so3_coefficients(omega.square().sum(dim=-1))
+    W = hat(omega)
+    eye = torch.eye(3, dtype=xi.dtype, device=xi.device)
+    V = eye + b[..., None, None] * W + c[..., None, None] * (W @ W)
+    return make_transform(so3_exp(omega), (V @ rho[..., None])[..., 0])
+
+
+def rotation_angle(R: Tensor) -> Tensor:
+    """Rotation angles in radians of rotation matrices ``R`` [..., 3, 3] -> [...] (in [0, π])."""
+    return so3_log(R).norm(dim=-1)

@@ -176,12 +176,6 @@ def load_clip(
     Raises:
         WeightsMissing: no checkpoint found, or transformers is not installed.
     """
-    try:
-        from transformers import AutoTokenizer, CLIPModel
-    except ImportError as e:
-        raise WeightsMissing(
-            "clip", str(name_or_path), [], "install transformers (pip install transformers)"
-        ) from e
     name = str(name_or_path)
     candidates: list[Path] = []
     if Path(name).expanduser().is_dir():
@@ -191,6 +185,16 @@ def load_clip(
         for sub in dict.fromkeys([name, name.replace("/", "--"), name.rsplit("/", 1)[-1]]):
             candidates.append(d / sub)
     folder = next((c for c in candidates if (c / "config.json").is_file()), None)
+    hint = "save a CLIPModel there with save_pretrained, or pass its folder"
+    if folder is None and _hub_snapshot(name) is None:
+        # nothing to load: say so before importing transformers (seconds on a small machine)
+        raise WeightsMissing("clip", name, [*dirs, "Hugging Face cache"], hint)
+    try:
+        from transformers import AutoTokenizer, CLIPModel
+    except ImportError as e:
+        raise WeightsMissing(
+            "clip", str(name_or_path), [], "install transformers (pip install transformers)"
+        ) from e
     source = str(folder) if folder else name
     from transformers.utils import logging as hf_logging
 
@@ -199,12 +203,7 @@ def load_clip(
     try:
         model = CLIPModel.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as e:
-        raise WeightsMissing(
-            "clip",
-            name,
-            [*dirs, "Hugging Face cache"],
-            "save a CLIPModel there with save_pretrained, or pass its folder",
-        ) from e
+        raise WeightsMissing("clip", name, [*dirs, "Hugging Face cache"], hint) from e
     finally:
         if bars:
             hf_logging.enable_progress_bar()

@@ -20,13 +20,16 @@ from dynrec.render import rasterize
 
 @dataclass
 class Frame:
-    """One rendered frame: ``rgb`` [H, W, 3], ``fg`` [H, W, 1], ``depth`` [H, W, 1], ``alpha`` [H, W, 1]."""
+    """One rendered frame: ``rgb`` [H, W, 3], ``fg`` [H, W, 1], ``depth`` [H, W, 1], ``alpha`` [H, W, 1];
+    ``info`` the rasterizer's; ``ids`` [G]: which Gaussian of the scene each rendered one is
+    (the rasterizer sees background first, then foreground)."""
 
     rgb: Tensor
     fg: Tensor
     depth: Tensor
     alpha: Tensor
     info: dict
+    ids: Tensor
 
 
 class DynamicScene(nn.Module):
@@ -88,4 +91,4 @@ class DynamicScene(nn.Module):
         order = torch.cat([torch.nonzero(~fg)[:, 0], torch.nonzero(fg)[:, 0]])
         colors = torch.cat([g.colors, fg[:, None].to(g.colors.dtype)], dim=1)[order]
         out = rasterize(means, quats, g.scales[order], g.opacities[order], colors, w2c, K, width, height)
-        return Frame(out.rgb[..., :3], out.rgb[..., 3:4], out.depth, out.alpha, out.info)
+        return Frame(out.rgb[..., :3], out.rgb[..., 3:4], out.depth, out.alpha, out.info, order)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dynrec.artifacts import Frames, Keypoints, Tracks
+from dynrec.artifacts import Cameras, Frames, Keypoints, Tracks
 from dynrec.errors import DynrecError
 from dynrec.stages.base import StageContext
 
@@ -61,3 +61,23 @@ def gt_external(name: str) -> Callable[[Any, Path | None, Path | None], list[Pat
         return [gt / "gt" / name, gt / "gt" / "frames" / Frames.FILE]
 
     return external
+
+
+def heldout_cameras(ctx: StageContext) -> dict[str, Cameras]:
+    """Held-out cameras of the ground-truth scene (``SCENE/heldout/<cam>/cameras``) at the kept
+    frames and size, by camera name; empty without ``--gt`` or held-out views."""
+    if ctx.gt is None or not (ctx.gt / "heldout").is_dir():
+        return {}
+    out = {}
+    for folder in sorted(p for p in (ctx.gt / "heldout").iterdir() if (p / "cameras").is_dir()):
+        cams = Cameras.load(folder / "cameras")
+        index, width, height = frame_selection(ctx, len(cams.K), cams.width, cams.height)
+        out[folder.name] = cams.select(index, width, height)
+    return out
+
+
+def heldout_external(params: Any, source: Path | None, gt: Path | None) -> list[Path]:
+    """``StageSpec.external`` of a stage that renders the held-out cameras."""
+    if gt is None or not (gt / "heldout").is_dir():
+        return []
+    return sorted(p / "cameras" for p in (gt / "heldout").iterdir() if (p / "cameras").is_dir())

@@ -18,13 +18,16 @@ import torch
 
 from dynrec.artifacts import Cameras, Depth, Frames, Lift, Masks, Tracks
 from dynrec.errors import DynrecError
+from dynrec.geometry.camera import w2c_in_other_world
 from dynrec.geometry.lift import project_points, sample_depth
-from dynrec.metrics import psnr
+from dynrec.metrics import MetricNotComputable, psnr, umeyama
 from dynrec.model import losses as L
+from dynrec.model.density import DensityConfig, DensityControl
 from dynrec.model.gaussians import GaussianLRs, Gaussians
 from dynrec.model.himor import GlobalBases, MotionLRs, MotionTree, TreeConfig, knn_curve
 from dynrec.model.scene import DynamicScene
 from dynrec.stages.base import StageContext, StageSpec
+from dynrec.stages.gt import heldout_cameras, heldout_external, load_gt
 
 MOTIONS = ("himor", "global-bases")
 
@@ -36,6 +39,9 @@ class ReconParams:
     ``motion``: himor | global-bases; ``levels``: 1 | 2 (HiMoR level 2 switched on at
     ``level2_at`` x steps); ``rigidity`` and ``node_densify`` toggle those parts (HiMoR
     Table 3 rows); ``lr_scale`` multiplies every learning rate of Appendix B.2.
+    ``gaussian_densify`` switches 3DGS density control (clone / split / prune, see
+    :mod:`dynrec.model.density`) on between ``gaussian_densify_from`` and ``_until`` x steps,
+    every ``gaussian_densify_every`` steps, up to ``max_gaussians``.
     """
 
     steps: int = 2000
@@ -49,6 +55,12 @@ class ReconParams:
     densify_until: float = 0.5
     densify_threshold: float = 0.05
     densify_max_new: int = 10
+    gaussian_densify: bool = True
+    gaussian_densify_from: float = 0.1
+    gaussian_densify_until: float = 0.7
+    gaussian_densify_every: int = 50
+    gaussian_grow_grad2d: float = 2e-4
+    max_gaussians: int = 200_000
     lr_scale: float = 1.0
     init_opacity: float = 0.5
     checkpoint_every: int = 100
@@ -139,6 +151,8 @@ class Trainer:
         self.level2_done = False
         self.gen = torch.Generator().manual_seed(params.seed)
         self._knn: list[torch.Tensor] = []
+        self._views: list[tuple[dict, torch.Tensor]] = []
+        self.density = density_control(params, data) if params.gaussian_densify else None
         self._build_optimizer()
 
     def _build_optimizer(self) -> None:
@@ -168,6 +182,10 @@ class Trainer:
         fg_means, fg_quats = scene.deform_foreground(ts)
         out = [scene.render(t, fg_means[b], fg_quats[b], d.K[t], d.w2c[t], W, H) for b, t in enumerate(ts.tolist())]
         rgb, fg, depth = (torch.stack([getattr(o, k) for o in out]) for k in ("rgb", "fg", "depth"))
+        if self.density is not None and torch.is_grad_enabled():
+            for o in out:
+                o.info["means2d"].retain_grad()
+            self._views = [(o.info, o.ids) for o in out]
         B = len(ts)
         pts = scene.deform_points(d.track_canonical, torch.cat([ts - 1, ts, ts + 1]).clamp(0, d.T - 1))
         cur = pts[B:2 * B]
@@ -223,6 +241,19 @@ class Trainer:
             if added:
                 self._build_optimizer()
 
+    def refine_gaussians(self) -> None:
+        """3DGS density control with the screen-space gradients of this step's views."""
+        if self.density is None:
+            return
+        g = self.scene.gaussians
+        W, H = self.data.size
+        for info, ids in self._views:
+            self.density.accumulate(info["means2d"], info["radii"], ids, len(g), W, H)
+        self._views = []
+        if self.density.due(self.step):
+            self.density.refine(g, self.opt, self.step, self.gen)
+            self.scene.refresh_skinning()
+
     def save(self) -> None:
         state = {"step": self.step, "level2_done": self.level2_done, "scene": self.scene.state_dict(),
                  "opt": self.opt.state_dict(), "gen": self.gen.get_state()}
@@ -259,11 +290,28 @@ class Trainer:
             total.backward()
             self.opt.step()
             self.step += 1
+            self.refine_gaussians()
             last = {k: float(v.detach()) for k, v in values.items()} | {"total": float(total.detach())}
             progress(f"loss {last['total']:.4f}", self.step, p.steps)
             if self.step % p.checkpoint_every == 0:
                 self.save()
         return last
+
+
+def density_control(params: ReconParams, data: Data) -> DensityControl:
+    """Density control on this run's schedule; the scene scale is the median camera distance
+    of the lifted points (3DGS uses the camera extent, which vanishes for a still camera)."""
+    lift = data.lift
+    points = torch.from_numpy(np.concatenate([lift.bg_points, lift.fg_points])).float()
+    centres = torch.linalg.inv(data.w2c)[:, :3, 3]
+    scale = float(torch.cdist(points[::max(len(points) // 4096, 1)], centres).median())
+    config = DensityConfig(
+        refine_start=int(params.gaussian_densify_from * params.steps),
+        refine_stop=int(params.gaussian_densify_until * params.steps),
+        refine_every=params.gaussian_densify_every, reset_every=params.steps + 1,
+        grow_grad2d=params.gaussian_grow_grad2d, max_gaussians=params.max_gaussians,
+    )
+    return DensityControl(config, scale)
 
 
 def restore_scene(state: dict[str, torch.Tensor], params: ReconParams) -> DynamicScene:
@@ -319,11 +367,53 @@ def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
     Tracks(xy, data.track_visible.numpy(), data.track_visible.numpy().astype(np.float32),
            data.track_visible.numpy().argmax(1), traj).save(ctx.out / "tracks")
     train_psnr = psnr(images / 255.0, data.images.numpy())
-    return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at, **meta}
+    heldout = render_heldout(ctx, scene, data, frames_meta)
+    return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at, "heldout": heldout, **meta}
+
+
+def gt_world_to_model(ctx: StageContext, data: Data) -> np.ndarray | None:
+    """[4, 4] similarity taking ground-truth world points into the model's world: identity
+    when the cameras are the ground truth's, else the inverse of the Sim(3) that aligns the
+    training camera centres to the ground truth's (Umeyama); None when they cannot be aligned."""
+    cams = Cameras.load(ctx.inputs["cameras"])
+    if cams.method == "gt":
+        return np.eye(4)
+    gt = load_gt(ctx, "cameras", Cameras)
+    try:
+        sim = umeyama(cams.c2w[:, :3, 3], gt.c2w[:, :3, 3])
+    except MetricNotComputable:
+        return None
+    S = np.eye(4)
+    S[:3, :3], S[:3, 3] = sim.scale * sim.R, sim.t
+    return np.linalg.inv(S)
+
+
+def render_heldout(ctx: StageContext, scene: DynamicScene, data: Data, frames_meta: dict) -> dict[str, str]:
+    """Render every held-out camera of the ground-truth scene at the training frames' times
+    into ``renders/heldout/<cam>/`` (Frames + Depth); returns what happened per camera."""
+    cameras = heldout_cameras(ctx)
+    if not cameras:
+        return {}
+    to_model = gt_world_to_model(ctx, data)
+    if to_model is None:
+        return {name: "not rendered: the training cameras do not move, so the model's world cannot be "
+                "aligned to the ground truth's" for name in cameras}
+    W, H = data.size
+    done = {}
+    for name, cams in cameras.items():
+        w2c = w2c_in_other_world(cams.w2c, to_model)
+        ctx.progress(f"rendering held-out {name}", 0, data.T)
+        images, depth = render_all(scene, torch.from_numpy(cams.K).float(), torch.from_numpy(w2c).float(),
+                                   W, H, list(range(data.T)))
+        folder = ctx.out / "renders" / "heldout" / name
+        Frames(images, frames_meta["fps"], np.asarray(frames_meta["source_index"])).save(folder)
+        Depth(depth).save(folder)
+        done[name] = "rendered"
+    return done
 
 
 
 STAGE = StageSpec(
-    name="recon", version=1, upstream=("frames", "masks", "depth", "tracks", "cameras", "lift"),
-    params=ReconParams, run=run, summary="optimise Gaussians + HiMoR",
+    name="recon", version=2, upstream=("frames", "masks", "depth", "tracks", "cameras", "lift"),
+    params=ReconParams, run=run, external=heldout_external, summary="optimise Gaussians + HiMoR",
 )

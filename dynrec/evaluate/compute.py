@@ -1,0 +1,320 @@
+"""One function per registered metric: gather its inputs, call :mod:`dynrec.metrics`, and
+return a :class:`MetricResult` (value, sample count, per-frame series) or the reason it
+could not be computed.
+
+Splits: ``train`` = the input video at the training cameras (renders vs input frames,
+camera trajectory, tracks); ``heldout`` = the held-out cameras, pooled over cameras (one
+value per camera in ``by_camera``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynrec import metrics as M
+from dynrec.artifacts import Cameras
+from dynrec.evaluate.inputs import EvalInputs, HeldoutView, Unavailable
+from dynrec.metrics.base import MetricNotComputable
+from dynrec.metrics.frechet import FVD_CLIP_LEN
+
+HELDOUT_NEEDS = frozenset({"gt_heldout", "covis_masks"})
+GT_NEEDS = frozenset({"gt_heldout", "covis_masks", "gt_cameras", "gt_tracks_2d", "gt_tracks_3d"})
+
+
+def split_of(name: str) -> str:
+    """``heldout`` for metrics on held-out cameras, ``train`` for the rest."""
+    return "heldout" if HELDOUT_NEEDS & set(M.METRICS[name].needs) else "train"
+
+
+@dataclass
+class MetricResult:
+    """One row of the report.
+
+    ``value`` is the mean (``None`` when not computed); ``n`` the number of samples it
+    averages (frames, frame pairs, clips or (point, frame) samples); ``per_frame`` maps a
+    series name (``train`` or a held-out camera) to values [T] (or [T-1] for frame pairs,
+    entry t for (t, t+1)); ``reference`` is the same metric on the input data where that is
+    the meaningful floor (tracks, warp error); ``note`` a caveat shown with the value.
+    """
+
+    metric: str
+    split: str
+    computed: bool
+    value: float | None = None
+    n: int = 0
+    reason: str = ""
+    reference: float | None = None
+    by_camera: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+    per_frame: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def info(self) -> M.MetricInfo:
+        return M.METRICS[self.metric]
+
+
+class Models:
+    """Metric networks, loaded once on first use from ``weights_dir`` / ``$DYNREC_WEIGHTS``.
+
+    A missing file raises :class:`Unavailable` with ``weights missing: <file, folders>``.
+    """
+
+    def __init__(self, weights_dir: Path | None, device: str = "cpu"):
+        self.weights_dir, self.device = weights_dir, device
+        self._cache: dict[str, Any] = {}
+
+    def get(self, kind: str) -> Any:
+        loaders: dict[str, Callable[[], Any]] = {
+            "lpips": lambda: M.load_lpips(self.weights_dir, self.device),
+            "clip": lambda: M.load_clip(weights_dir=self.weights_dir, device=self.device),
+            "inception": lambda: M.load_inception(self.weights_dir, self.device),
+            "i3d": lambda: M.load_i3d(self.weights_dir, self.device),
+        }
+        if kind not in self._cache:
+            try:
+                self._cache[kind] = loaders[kind]()
+            except M.WeightsMissing as exc:
+                self._cache[kind] = Unavailable(
+                    f"weights missing: {exc.reason}; give the folder with --weights-dir or $DYNREC_WEIGHTS")
+            except MetricNotComputable as exc:
+                self._cache[kind] = Unavailable(exc.reason)
+        value = self._cache[kind]
+        if isinstance(value, Unavailable):
+            raise value
+        return value
+
+
+Compute = Callable[[str, EvalInputs, Models], MetricResult]
+
+
+def _finite_mean(values: np.ndarray) -> tuple[float, int]:
+    """Mean over defined (non-NaN) entries and their count; inf stays inf."""
+    ok = ~np.isnan(values)
+    if not ok.any():
+        raise MetricNotComputable("", "undefined in every frame (empty mask or no valid points)")
+    return float(values[ok].mean()), int(ok.sum())
+
+
+def _reference(fn: Callable[[], Any]) -> float | None:
+    """The reference value, or None where it is undefined (no valid samples)."""
+    try:
+        return float(fn())
+    except MetricNotComputable:
+        return None
+
+
+def _per_frame(name: str, values: np.ndarray, series: str = "train", **kw: Any) -> MetricResult:
+    value, n = _finite_mean(np.asarray(values, dtype=np.float64))
+    return MetricResult(name, split_of(name), True, value, n, per_frame={series: np.asarray(values, float)}, **kw)
+
+
+# ----- renders vs input frames (train split) ------------------------------------------------
+def _image_metric(fn: Callable[..., Any], model: str | None = None) -> Compute:
+    def compute(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+        render, _ = inp.renders()
+        extra = (models.get(model),) if model else ()
+        return _per_frame(name, fn(render, inp.images(), *extra, reduction="none"))
+    return compute
+
+
+def _heldout_metric(fn: Callable[..., Any], model: str | None = None) -> Compute:
+    def compute(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+        views: list[HeldoutView] = inp.heldout()
+        extra = (models.get(model),) if model else ()
+        per_frame = {v.name: np.asarray(fn(v.render, v.gt, *extra, mask=v.covis, reduction="none"), float)
+                     for v in views}
+        value, n = _finite_mean(np.concatenate(list(per_frame.values())))
+        by_camera = {cam: _finite_mean(vals)[0] for cam, vals in per_frame.items()
+                     if not np.isnan(vals).all()}
+        return MetricResult(name, "heldout", True, value, n, by_camera=by_camera, per_frame=per_frame)
+    return compute
+
+
+def _clip_i(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    render, _ = inp.renders()
+    return _per_frame(name, M.clip_i(render, inp.images(), models.get("clip"), reduction="none"))
+
+
+def _clip_t(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    render, _ = inp.renders()
+    if not inp.prompt:
+        raise Unavailable("no text prompt: pass --prompt TEXT")
+    return _per_frame(name, M.clip_t(render, inp.prompt, models.get("clip"), reduction="none"))
+
+
+def _tc_clip(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    render, _ = inp.renders()
+    clip = models.get("clip")
+    ref = _reference(lambda: M.clip_temporal_consistency(inp.images(), clip))
+    return _per_frame(name, M.clip_temporal_consistency(render, clip, reduction="none"), reference=ref,
+                      note="reference: the input video")
+
+
+def _tc_warp(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    render, _ = inp.renders()
+    tracks = inp.input_tracks()
+    ref = _reference(lambda: M.warp_error(inp.images(), tracks.xy, tracks.visible))
+    values = M.warp_error(render, tracks.xy, tracks.visible, reduction="none")
+    result = _per_frame(name, values, reference=ref, note="reference: the input video")
+    result.value = M.warp_error(render, tracks.xy, tracks.visible)  # pooled over samples, not frames
+    x = tracks.xy
+    inside = (x[..., 0] >= 0) & (x[..., 0] <= inp.size[0]) & (x[..., 1] >= 0) & (x[..., 1] <= inp.size[1])
+    ok = tracks.visible & inside & np.isfinite(x).all(-1)
+    result.n = int((ok[:, 1:] & ok[:, :-1]).sum())
+    return result
+
+
+def _fid(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    render, _ = inp.renders()
+    value = M.fid(render, inp.images(), models.get("inception"))
+    return MetricResult(name, "train", True, value, inp.T, note="few samples: compare only at equal frame counts")
+
+
+def _fvd(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    render, _ = inp.renders()
+    if inp.T < FVD_CLIP_LEN + 1:
+        raise Unavailable(f"{inp.T} frames; FVD needs at least {FVD_CLIP_LEN + 1} (2 clips of {FVD_CLIP_LEN})")
+    value = M.fvd(render, inp.images(), models.get("i3d"))
+    return MetricResult(name, "train", True, value, inp.T - FVD_CLIP_LEN + 1,
+                        note="few clips: compare only at equal frame counts")
+
+
+# ----- camera trajectory ---------------------------------------------------------------------
+def trajectory(inp: EvalInputs) -> tuple[M.TrajectoryErrors, str]:
+    """ATE / RPE of the evaluated cameras against the ground truth (cached), and a note."""
+    def load() -> tuple[M.TrajectoryErrors, str]:
+        gt = inp.gt_cameras()
+        pred, where = inp.pred_cameras()
+        try:
+            errors = M.trajectory_errors(pred.w2c, gt.w2c, convention="w2c")
+        except MetricNotComputable as exc:
+            raise Unavailable(exc.reason) from exc
+        note = f"cameras: WORK/{where}"
+        if pred.method == "gt":
+            note += ", copied from the ground truth by the cameras stage (0 by construction)"
+        return errors, note
+    return inp.memo("trajectory", load)
+
+
+def _ate(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    e, note = trajectory(inp)
+    return MetricResult(name, "train", True, e.ate, len(e.ate_per_frame), note=note,
+                        per_frame={"train": e.ate_per_frame})
+
+
+def _rpe(which: str) -> Compute:
+    def compute(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+        e, note = trajectory(inp)
+        per_pair = e.rpe_trans_per_pair if which == "trans" else e.rpe_rot_per_pair
+        value = e.rpe_trans if which == "trans" else e.rpe_rot
+        return MetricResult(name, "train", True, value, len(per_pair), note=note, per_frame={"train": per_pair})
+    return compute
+
+
+# ----- tracks --------------------------------------------------------------------------------
+def _lifted_gt(inp: EvalInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground truth of the lifted points: xy [N, T, 2], xyz [N, T, 3], visible [N, T]."""
+    gt = inp.gt_tracks()
+    rows = inp.lift().track_index
+    return gt.xy[rows], gt.xyz[rows], gt.visible[rows]
+
+
+def _pck_t(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    pred = inp.recon_tracks()
+    xy, _, vis = _lifted_gt(inp)
+    values = M.pck_t(pred.xy, xy, inp.size[::-1], vis, reduction="none")
+    result = _per_frame(name, values)
+    result.value, result.n = M.pck_t(pred.xy, xy, inp.size[::-1], vis), int(vis.sum())
+    return result
+
+
+def _model_to_gt(inp: EvalInputs) -> tuple[M.Sim3 | None, str]:
+    """The similarity taking the model's world to the ground truth's (None = identity).
+
+    The model lives in the world of the ``cameras`` stage it was initialised with (as for
+    the held-out renders): identical to the ground truth's when that stage copied it, else
+    related by the Umeyama Sim(3) of the camera centres.
+    """
+    folder = inp.stage("cameras")
+    cams, gt = Cameras.load(folder), inp.gt_cameras()
+    if cams.method == "gt" or np.allclose(cams.w2c, gt.w2c, atol=1e-5):
+        return None, ""
+    try:
+        sim = M.umeyama(cams.c2w[:, :3, 3], gt.c2w[:, :3, 3])
+    except MetricNotComputable as exc:
+        raise Unavailable(f"cannot align the model's world to the ground truth: {exc.reason}") from exc
+    return sim, "model points aligned to the ground truth by the Sim(3) of WORK/cameras"
+
+
+def _epe_3d(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    pred = inp.recon_tracks()
+    _, xyz, vis = _lifted_gt(inp)
+    sim, note = _model_to_gt(inp)
+    pts = pred.xyz if sim is None else sim.apply_points(pred.xyz.astype(np.float64))
+    result = _per_frame(name, M.epe_3d(pts, xyz, vis, reduction="none"), note=note)
+    result.value, result.n = M.epe_3d(pts, xyz, vis), int(vis.sum())
+    return result
+
+
+def _window_count(valid: np.ndarray, half: int) -> int:
+    """Number of (point, t) with ``valid`` at t-half .. t+half."""
+    T = valid.shape[1]
+    ok = np.ones((valid.shape[0], T - 2 * half), dtype=bool)
+    for k in range(2 * half + 1):
+        ok &= valid[:, k:T - 2 * half + k]
+    return int(ok.sum())
+
+
+def _track_smoothness(fn: Callable[..., Any], half: int) -> Compute:
+    def compute(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+        pred = inp.recon_tracks()
+        tracks = inp.input_tracks()
+        rows = inp.lift().track_index
+        valid = np.isfinite(pred.xy).all(-1)
+        ref = _reference(lambda: fn(tracks.xy[rows], tracks.visible[rows]))
+        result = _per_frame(name, fn(pred.xy, valid, reduction="none"), reference=ref,
+                            note="model's 2D trajectories; reference: the input tracks")
+        result.value, result.n = fn(pred.xy, valid), _window_count(valid, half)
+        return result
+    return compute
+
+
+COMPUTE: dict[str, Compute] = {
+    "psnr": _image_metric(M.psnr),
+    "ssim": _image_metric(M.ssim),
+    "lpips": _image_metric(M.lpips, "lpips"),
+    "mpsnr": _heldout_metric(M.psnr),
+    "mssim": _heldout_metric(M.ssim),
+    "mlpips": _heldout_metric(M.lpips, "lpips"),
+    "clip_i": _clip_i,
+    "clip_t": _clip_t,
+    "tc_clip": _tc_clip,
+    "tc_warp": _tc_warp,
+    "fid": _fid,
+    "fvd": _fvd,
+    "ate": _ate,
+    "rpe_trans": _rpe("trans"),
+    "rpe_rot": _rpe("rot"),
+    "pck_t": _pck_t,
+    "epe_3d": _epe_3d,
+    "jitter": _track_smoothness(M.temporal_jitter, 2),
+    "smoothness": _track_smoothness(M.motion_smoothness, 1),
+}
+
+
+def compute_metric(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    """Compute one registered metric; anything that makes it impossible becomes a
+    not-computed row with the reason (errors in the inputs themselves propagate)."""
+    try:
+        if GT_NEEDS & set(M.METRICS[name].needs):
+            inp.gt_scene()  # "no ground truth" before any other reason
+        return COMPUTE[name](name, inp, models)
+    except Unavailable as exc:
+        return MetricResult(name, split_of(name), False, reason=exc.reason)
+    except MetricNotComputable as exc:
+        return MetricResult(name, split_of(name), False, reason=exc.reason)
