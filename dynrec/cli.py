@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -22,23 +22,23 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 WorkArg = Annotated[Path, typer.Argument(help="Work directory (default: the current one).")]
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="Config preset: default | tiny.")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML file of settings.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override: stage.field=value (repeatable).")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", help="Config preset: default | tiny.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML file of settings.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override: stage.field=value (repeatable).")]
 
 
 @app.command()
 def preprocess(
-    video: Annotated[Optional[Path], typer.Argument(help="Input video or image folder (default: the one recorded in WORK).")] = None,
+    video: Annotated[Path | None, typer.Argument(help="Input video or image folder (default: the one recorded in WORK).")] = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="Work directory to create or resume.")] = ...,
-    gt: Annotated[Optional[Path], typer.Option("--gt", help="Fill masks, depth, tracks, cameras, keypoints from this synth scene's ground truth.")] = None,
-    from_: Annotated[Optional[str], typer.Option("--from", help="Redo this stage and everything after it.")] = None,
-    only: Annotated[Optional[str], typer.Option("--only", help="Run just this stage (its inputs must be done).")] = None,
+    gt: Annotated[Path | None, typer.Option("--gt", help="Fill masks, depth, tracks, cameras, keypoints from this synth scene's ground truth.")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="Redo this stage and everything after it.")] = None,
+    only: Annotated[str | None, typer.Option("--only", help="Run just this stage (its inputs must be done).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage.")] = False,
-    stride: Annotated[Optional[int], typer.Option("--stride", help="Keep every n-th frame.")] = None,
-    max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Keep at most this many frames.")] = None,
-    long_side: Annotated[Optional[int], typer.Option("--long-side", help="Resize so the longer side has this many pixels.")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda.")] = None,
+    stride: Annotated[int | None, typer.Option("--stride", help="Keep every n-th frame.")] = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Keep at most this many frames.")] = None,
+    long_side: Annotated[int | None, typer.Option("--long-side", help="Resize so the longer side has this many pixels.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -61,9 +61,9 @@ def preprocess(
 @app.command()
 def reconstruct(
     work: WorkArg = Path("."),
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimisation steps.")] = None,
-    motion: Annotated[Optional[str], typer.Option("--motion", help="himor | global-bases.")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimisation steps.")] = None,
+    motion: Annotated[str | None, typer.Option("--motion", help="himor | global-bases.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start the optimisation again from scratch.")] = False,
     preset: PresetOpt = None,
     config: ConfigOpt = None,

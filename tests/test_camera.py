@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from dynrec.geometry.camera import intrinsics, look_at, pixel_centers, project, unproject, w2c_in_other_world
+from dynrec.geometry.camera import (
+    intrinsics,
+    look_at,
+    pixel_centers,
+    project,
+    unproject,
+    w2c_in_other_world,
+)
 
 
 def test_pixel_centres_are_at_half():

@@ -4,6 +4,7 @@ artifacts stay consistent with each other (the pixel-centre convention makes res
 from __future__ import annotations
 
 import numpy as np
+
 from dynrec.artifacts import Cameras, Depth, Frames, Keypoints, Masks, Tracks
 from dynrec.geometry.camera import project
 
@@ -29,9 +30,9 @@ def test_gt_preprocess_subsampled_and_resized(cli, scene, tmp_path):
     assert (tracks.query_frame < T).all() and tracks.visible[np.arange(len(tracks.xy)), tracks.query_frame].all()
 
     r = cli("status", work)
-    assert r.out.count("done") == 7
+    assert r.out.count("done") == 8
     r = cli("preprocess", "-o", work)  # nothing to do
-    assert r.code == 0 and r.err.count("(done") == 7
+    assert r.code == 0 and r.err.count("(done") == 8
 
 
 def test_gt_needs_scene(cli, tmp_path, scene):

@@ -464,14 +464,19 @@ def test_image_losses_have_finite_nonzero_gradients():
     g = torch.autograd.grad(L.depth_loss(depth, tdepth), depth)[0]
     assert (g[:8] == 0).all()  # unknown target depth contributes nothing
     _check_grad(L.depth_gradient_loss(depth, tdepth), depth)
-    plane = torch.arange(20, dtype=D).expand(16, 20)
-    assert L.depth_gradient_loss(plane + 3.0, plane + 1.0).item() == 0.0
+    assert L.depth_gradient_loss(tdepth, tdepth).item() == 0.0
 
 
-def test_depth_gradient_loss_known_value():
-    pred = torch.tensor([[0.0, 1.0, 3.0]], dtype=D)
-    target = torch.tensor([[1.0, 2.0, 3.0]], dtype=D)  # diffs 1, 2 vs 1, 1
-    assert L.depth_gradient_loss(pred, target).item() == pytest.approx(0.5)
+def test_depth_losses_known_values_on_disparity():
+    pred = torch.tensor([[1.0, 0.5, 0.25]], dtype=D)  # disparities 1, 2, 4: diffs 1, 2
+    target = torch.tensor([[1.0, 1.0, 0.5]], dtype=D)  # disparities 1, 1, 2: diffs 0, 1
+    assert L.depth_gradient_loss(pred, target, quantile=1.0).item() == pytest.approx(1.0, rel=1e-4)
+    # 99 pixels off by 0.5 in disparity and one far outlier that the 0.98 quantile drops
+    pred = torch.full((100,), 2.0, dtype=D)
+    pred[0] = 1e-3
+    target = torch.ones(100, dtype=D)
+    assert L.depth_loss(pred, target).item() == pytest.approx(0.5, rel=1e-4)
+    assert L.depth_loss(pred, target, quantile=1.0).item() > 10.0
 
 
 def test_track_losses():

@@ -24,7 +24,7 @@ def _epe(scene, data, gt_xyz, valid) -> float:
 
 def test_tiny_reconstruction_lowers_loss_and_beats_init_on_epe(gt_work, tmp_path):
     ctx = StageContext(work=gt_work, out=tmp_path, inputs={k: gt_work / k for k in
-                                                           ("frames", "masks", "depth", "tracks", "cameras", "lift")})
+                                                           ("frames", "masks", "align", "tracks", "cameras", "keypoints", "lift")})
     data = R.load_data(ctx)
     params = R.ReconParams(steps=80, levels=1, node_densify=False, seed=1, lr_scale=5.0)
     trainer = R.Trainer(R.build_scene(data.lift, params), data, params, tmp_path / "ck.pt")

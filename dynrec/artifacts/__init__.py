@@ -1,5 +1,14 @@
 """Typed artifacts: the only thing stages share."""
 
-from dynrec.artifacts.types import Cameras, Depth, Frames, Keypoints, Lift, Masks, Tracks
+from dynrec.artifacts.types import (
+    Cameras,
+    Depth,
+    Frames,
+    Keypoints,
+    Lift,
+    Masks,
+    SparsePoints,
+    Tracks,
+)
 
-__all__ = ["Cameras", "Depth", "Frames", "Keypoints", "Lift", "Masks", "Tracks"]
+__all__ = ["Cameras", "Depth", "Frames", "Keypoints", "Lift", "Masks", "SparsePoints", "Tracks"]

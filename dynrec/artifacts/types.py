@@ -93,7 +93,7 @@ class Frames:
         return meta
 
     @classmethod
-    def load(cls, folder: Path) -> "Frames":
+    def load(cls, folder: Path) -> Frames:
         meta = cls.load_meta(folder)
         images = _read_pngs(folder, meta["files"], "RGB")
         if images.shape != (meta["count"], meta["height"], meta["width"], 3):
@@ -114,14 +114,14 @@ class Masks:
         save_json(folder / self.FILE, {"count": T, "height": H, "width": W, "files": names})
 
     @classmethod
-    def load(cls, folder: Path) -> "Masks":
+    def load(cls, folder: Path) -> Masks:
         meta = load_json(folder / cls.FILE, ("count", "height", "width", "files"))
         masks = _read_pngs(folder, meta["files"], "L") > 127
         if masks.shape != (meta["count"], meta["height"], meta["width"]):
             raise ArtifactError(folder / cls.FILE, "count", f"masks have shape {masks.shape}, metadata disagrees")
         return cls(masks)
 
-    def select(self, index: np.ndarray, width: int, height: int) -> "Masks":
+    def select(self, index: np.ndarray, width: int, height: int) -> Masks:
         """Keep frames ``index`` and resize to ``width`` x ``height``."""
         return Masks(resize_nearest(self.masks[index], width, height))
 
@@ -138,13 +138,13 @@ class Depth:
         save_npz(folder / self.FILE, {"depth": _f32(self.depth)}, self.SPEC)
 
     @classmethod
-    def load(cls, folder: Path) -> "Depth":
+    def load(cls, folder: Path) -> Depth:
         arrays, _ = load_npz(folder / cls.FILE, cls.SPEC)
         if (arrays["depth"] < 0).any():
             raise ArtifactError(folder / cls.FILE, "depth", "negative depth values")
         return cls(arrays["depth"])
 
-    def select(self, index: np.ndarray, width: int, height: int) -> "Depth":
+    def select(self, index: np.ndarray, width: int, height: int) -> Depth:
         """Keep frames ``index`` and resize to ``width`` x ``height`` (nearest: z stays exact)."""
         return Depth(resize_nearest(self.depth[index], width, height))
 
@@ -181,13 +181,13 @@ class Tracks:
         }, self.SPEC)
 
     @classmethod
-    def load(cls, folder: Path) -> "Tracks":
+    def load(cls, folder: Path) -> Tracks:
         a, dims = load_npz(folder / cls.FILE, cls.SPEC)
         if ((a["query_frame"] < 0) | (a["query_frame"] >= dims["T"])).any():
             raise ArtifactError(folder / cls.FILE, "query_frame", f"values outside 0..{dims['T'] - 1}")
         return cls(a["xy"], a["visible"], a["confidence"], a["query_frame"], a.get("xyz"))
 
-    def select(self, index: np.ndarray, sx: float = 1.0, sy: float = 1.0) -> "Tracks":
+    def select(self, index: np.ndarray, sx: float = 1.0, sy: float = 1.0) -> Tracks:
         """Keep frames ``index``, scale pixel coordinates by (sx, sy); tracks never visible
         in the kept frames are dropped and query frames move to the first visible kept frame.
 
@@ -224,7 +224,7 @@ class Cameras:
         }, self.SPEC)
 
     @classmethod
-    def load(cls, folder: Path) -> "Cameras":
+    def load(cls, folder: Path) -> Cameras:
         a, _ = load_npz(folder / cls.FILE, cls.SPEC)
         rot = a["w2c"][:, :3, :3].astype(np.float64)
         err = np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max(initial=0.0)
@@ -232,7 +232,7 @@ class Cameras:
             raise ArtifactError(folder / cls.FILE, "w2c", f"rotation blocks are not orthonormal (error {err:.2g})")
         return cls(a["K"], a["w2c"], int(a["size"][0]), int(a["size"][1]), str(a["method"]))
 
-    def select(self, index: np.ndarray, width: int, height: int) -> "Cameras":
+    def select(self, index: np.ndarray, width: int, height: int) -> Cameras:
         """Keep frames ``index``; rescale intrinsics to an image of ``width`` x ``height``."""
         K = self.K[index].copy()
         K[:, 0] *= width / self.width
@@ -278,13 +278,13 @@ class Keypoints:
         }, self.SPEC)
 
     @classmethod
-    def load(cls, folder: Path) -> "Keypoints":
+    def load(cls, folder: Path) -> Keypoints:
         a, dims = load_npz(folder / cls.FILE, cls.SPEC)
         if ((a["skeleton"] < 0) | (a["skeleton"] >= dims["J"])).any():
             raise ArtifactError(folder / cls.FILE, "skeleton", f"indices outside 0..{dims['J'] - 1}")
         return cls(a["xy"], a["confidence"], a["skeleton"], [str(n) for n in a["names"]], a.get("xyz"))
 
-    def select(self, index: np.ndarray, sx: float = 1.0, sy: float = 1.0) -> "Keypoints":
+    def select(self, index: np.ndarray, sx: float = 1.0, sy: float = 1.0) -> Keypoints:
         """Keep frames ``index`` and scale pixel coordinates by (sx, sy)."""
         xyz = None if self.xyz is None else self.xyz[index]
         xy = self.xy[index] * np.array([sx, sy], dtype=np.float32)
@@ -336,8 +336,35 @@ class Lift:
         save_npz(folder / self.FILE, arrays, self.SPEC)
 
     @classmethod
-    def load(cls, folder: Path) -> "Lift":
+    def load(cls, folder: Path) -> Lift:
         a, dims = load_npz(folder / cls.FILE, cls.SPEC)
         if not 0 <= int(a["canonical"]) < dims["T"]:
             raise ArtifactError(folder / cls.FILE, "canonical", f"frame {int(a['canonical'])} outside 0..{dims['T'] - 1}")
         return cls(**{k: (int(v) if k == "canonical" else v) for k, v in a.items()})
+
+
+@dataclass
+class SparsePoints:
+    """Static 3D points the cameras were estimated from (SfM / bundle adjustment).
+
+    ``xyz`` [P, 3] world points; ``track_index`` [P] int, the row of the tracks artifact
+    each point belongs to; ``error`` [P] its mean reprojection error in pixels.
+    """
+
+    xyz: np.ndarray
+    track_index: np.ndarray
+    error: np.ndarray
+
+    FILE = "points.npz"
+    SPEC = {"xyz": Field(("P", 3)), "track_index": Field(("P",), "iu"), "error": Field(("P",))}
+
+    def save(self, folder: Path) -> None:
+        save_npz(folder / self.FILE, {"xyz": _f32(self.xyz), "track_index": np.asarray(self.track_index, np.int32),
+                                      "error": _f32(self.error)}, self.SPEC)
+
+    @classmethod
+    def load(cls, folder: Path) -> SparsePoints:
+        a, _ = load_npz(folder / cls.FILE, cls.SPEC)
+        if (a["track_index"] < 0).any():
+            raise ArtifactError(folder / cls.FILE, "track_index", "negative track indices")
+        return cls(a["xyz"], a["track_index"], a["error"])

@@ -23,7 +23,7 @@ from dynrec.metrics.base import MetricNotComputable
 from dynrec.metrics.frechet import FVD_CLIP_LEN
 
 HELDOUT_NEEDS = frozenset({"gt_heldout", "covis_masks"})
-GT_NEEDS = frozenset({"gt_heldout", "covis_masks", "gt_cameras", "gt_tracks_2d", "gt_tracks_3d"})
+GT_NEEDS = frozenset({"gt_heldout", "covis_masks", "gt_cameras", "gt_tracks_2d", "gt_tracks_3d", "gt_keypoints"})
 
 
 def split_of(name: str) -> str:
@@ -261,6 +261,29 @@ def _epe_3d(name: str, inp: EvalInputs, models: Models) -> MetricResult:
     return result
 
 
+def _keypoints(inp: EvalInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model's and the ground-truth keypoints as tracks [J, T, 2], and visibility [J, T]."""
+    pred, gt = inp.recon_keypoints(), inp.gt_keypoints()
+    if pred.xy.shape != gt.xy.shape:
+        raise Unavailable(f"the reconstruction has keypoints {pred.xy.shape[1:]} per frame, the ground truth "
+                          f"{gt.xy.shape[1:]}: the keypoints stage did not copy the ground truth's layout")
+    return pred.xy.transpose(1, 0, 2), gt.xy.transpose(1, 0, 2), gt.confidence.T > 0
+
+
+def _kp_err(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    pred, gt, vis = _keypoints(inp)
+    result = _per_frame(name, M.epe_2d(pred, gt, vis, reduction="none"))
+    result.value, result.n = M.epe_2d(pred, gt, vis), int(vis.sum())
+    return result
+
+
+def _kp_pck(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    pred, gt, vis = _keypoints(inp)
+    result = _per_frame(name, M.pck_t(pred, gt, inp.size[::-1], vis, reduction="none"))
+    result.value, result.n = M.pck_t(pred, gt, inp.size[::-1], vis), int(vis.sum())
+    return result
+
+
 def _window_count(valid: np.ndarray, half: int) -> int:
     """Number of (point, t) with ``valid`` at t-half .. t+half."""
     T = valid.shape[1]
@@ -302,6 +325,8 @@ COMPUTE: dict[str, Compute] = {
     "rpe_rot": _rpe("rot"),
     "pck_t": _pck_t,
     "epe_3d": _epe_3d,
+    "kp_err": _kp_err,
+    "kp_pck": _kp_pck,
     "jitter": _track_smoothness(M.temporal_jitter, 2),
     "smoothness": _track_smoothness(M.motion_smoothness, 1),
 }

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
-from dynrec.artifacts import Cameras, Depth, Frames, Lift, Masks, Tracks
+from dynrec.artifacts import Cameras, Depth, Frames, Keypoints, Lift, Masks, Tracks
 from dynrec.errors import DynrecError
 from dynrec.evaluate.covis import covisible_masks
 from dynrec.pipeline.runner import Runner
@@ -189,6 +189,19 @@ class EvalInputs:
             return tracks
         return self.memo("recon_tracks", load)
 
+    def recon_keypoints(self) -> Keypoints:
+        """The model's keypoints (``recon/keypoints``: SirenPose anchors projected at the
+        training cameras), ``xy`` [T, J, 2]."""
+        def load() -> Keypoints:
+            folder = self.stage("recon") / "keypoints"
+            if not (folder / Keypoints.FILE).is_file():
+                raise Unavailable(f"the reconstruction has no keypoints ({folder} not found): it needs the "
+                                  "keypoints stage's output and recon.keypoints=true")
+            kp = Keypoints.load(folder)
+            self._check_count(kp.xy.shape[0], folder / Keypoints.FILE, "recon/keypoints")
+            return kp
+        return self.memo("recon_keypoints", load)
+
     def pred_cameras(self) -> tuple[Cameras, str]:
         """The cameras to evaluate and where they came from: ``recon/cameras`` (refined by the
         reconstruction) when present, else the ``cameras`` stage."""
@@ -231,6 +244,14 @@ class EvalInputs:
             self._gt_folder("gt", "frames")
             return load_gt(self._gt_ctx(), "cameras", Cameras)
         return self.memo("gt_cameras", load)
+
+    def gt_keypoints(self) -> Keypoints:
+        """Ground-truth keypoints at the kept frames and size (visible where ``confidence > 0``)."""
+        def load() -> Keypoints:
+            self._gt_folder("gt", "keypoints")
+            self._gt_folder("gt", "frames")
+            return load_gt(self._gt_ctx(), "keypoints", Keypoints)
+        return self.memo("gt_keypoints", load)
 
     def gt_tracks(self) -> Tracks:
         """Ground-truth tracks at the kept frames, row for row the tracks of the work dir.

@@ -37,6 +37,7 @@ from dynrec.metrics.pose import (
     umeyama,
 )
 from dynrec.metrics.tracks import (
+    epe_2d,
     epe_3d,
     motion_smoothness,
     pck_t,
@@ -54,6 +55,7 @@ NEEDS: dict[str, str] = {
     "gt_cameras": "ground-truth camera poses for every input frame",
     "gt_tracks_2d": "ground-truth 2D tracks with visibility, and the model's projected tracks",
     "gt_tracks_3d": "ground-truth 3D tracks and the model's 3D trajectories of the same points",
+    "gt_keypoints": "ground-truth 2D keypoints, and the model's keypoints (recon/keypoints: SirenPose anchors)",
     "pred_tracks": "trajectories of points tracked through the reconstruction (2D or 3D)",
     "tracks": "2D tracks of the input video (the tracks stage), to follow points in renders",
     "text_prompt": "a text prompt describing the video",
@@ -175,6 +177,20 @@ METRICS: dict[str, MetricInfo] = {
         ),
         _M("epe_3d", "scene units", False, ("gt_tracks_3d",), "3D track end-point error"),
         _M(
+            "kp_err",
+            "px",
+            False,
+            ("gt_keypoints",),
+            "keypoint 2D error: mean pixel distance of the model's keypoints to the ground truth",
+        ),
+        _M(
+            "kp_pck",
+            "fraction",
+            True,
+            ("gt_keypoints",),
+            "keypoints within 0.05 max(H, W) of ground truth (PCK-T on keypoints)",
+        ),
+        _M(
             "jitter",
             "px",
             False,
@@ -206,6 +222,7 @@ __all__ = [
     "clip_i",
     "clip_t",
     "clip_temporal_consistency",
+    "epe_2d",
     "epe_3d",
     "feature_stats",
     "fid",

@@ -11,6 +11,7 @@ position in frame t (see docs/metrics.md):
 
 * PCK-T = fraction of visible ground-truth points with ``|x_pred - x_gt| < 0.05 max(H, W)``.
 * EPE-3D = mean ``|X_pred - X_gt|`` (scene units).
+* keypoint error = mean ``|x_pred - x_gt|`` of 2D points (pixels) over visible samples.
 * motion smoothness = mean acceleration magnitude ``|x_{t+1} - 2 x_t + x_{t-1}|``
   (units / frame^2), over t with t-1, t, t+1 valid; 0 for constant-velocity motion.
 * temporal jitter = mean distance to a local quadratic fit, i.e. the residual of a
@@ -104,6 +105,21 @@ def epe_3d(
         )
     v = _valid(valid, g.shape[0], g.shape[1], "epe_3d")
     return _pool(np.linalg.norm(p - g, axis=-1), v, reduction, "epe_3d")
+
+
+def epe_2d(
+    pred: ArrayLike, gt: ArrayLike, visible: ArrayLike | None = None, reduction: Reduction = "mean"
+) -> float | np.ndarray:
+    """2D end-point error: mean pixel distance of ``[N, T, 2]`` vs ``[N, T, 2]`` over visible
+    ground-truth samples (e.g. keypoints ``[T, J, 2]`` passed as ``kp.transpose(1, 0, 2)``);
+    lower is better. A NaN prediction at a visible sample makes the result NaN."""
+    p, g = _tracks(pred, "epe_2d", 2), _tracks(gt, "epe_2d", 2)
+    if p.shape != g.shape:
+        raise ValueError(
+            f"epe_2d: predicted {p.shape} and ground-truth {g.shape} points differ in shape"
+        )
+    v = _valid(visible, g.shape[0], g.shape[1], "epe_2d")
+    return _pool(np.linalg.norm(p - g, axis=-1), v, reduction, "epe_2d")
 
 
 def within_3d(

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from dynrec.model.gaussians import Gaussians
 from dynrec.model.himor import GlobalBases, MotionTree
+from dynrec.model.sirenpose import SirenResidual, deform_with_residual
 from dynrec.model.skinning import knn
 from dynrec.render import rasterize
 
@@ -34,12 +35,21 @@ class Frame:
 
 class DynamicScene(nn.Module):
     """Gaussians + motion. ``motion`` is a :class:`MotionTree` (HiMoR) or :class:`GlobalBases`
-    (per-Gaussian coefficients over global bases, the Shape-of-Motion-like ablation)."""
+    (per-Gaussian coefficients over global bases, the Shape-of-Motion-like ablation).
 
-    def __init__(self, gaussians: Gaussians, motion: MotionTree | GlobalBases):
+    ``residual``: the optional SIREN stream of SirenPose (Eq. 1), an SE(3) residual on the
+    tree's leaf motions (:class:`~dynrec.model.sirenpose.SirenResidual`, HiMoR only). Every
+    deformation (foreground Gaussians, track points, keypoint anchors) then includes it.
+    """
+
+    def __init__(self, gaussians: Gaussians, motion: MotionTree | GlobalBases,
+                 residual: SirenResidual | None = None):
         super().__init__()
+        if residual is not None and not isinstance(motion, MotionTree):
+            raise ValueError("DynamicScene: the SIREN residual acts on HiMoR leaf nodes; motion is not a tree")
         self.gaussians = gaussians
         self.motion = motion
+        self.residual = residual
         self._skin_idx: Tensor | None = None
 
     @property
@@ -63,19 +73,20 @@ class DynamicScene(nn.Module):
         fg = g.foreground
         means, quats = g.means[fg], g.quats[fg]
         if self.is_tree:
-            return self.motion.deform(means, quats, t, skin=self._fg_skin(means))
+            return deform_with_residual(self.motion, self.residual, means, quats, t, skin=self._fg_skin(means))
         return self.motion.deform(means, quats, t, coefs=g.motion_coefs[fg])
 
     def deform_points(self, points: Tensor, t: Tensor) -> Tensor:
         """Canonical points [P, 3] (e.g. track points, keypoint anchors) at frames ``t`` [B] -> [B, P, 3].
 
         A point moves like a foreground Gaussian at its position: HiMoR skinning on the
-        tree, or the coefficients of its nearest foreground Gaussian with global bases.
+        tree (with the SIREN residual when there is one), or the coefficients of its
+        nearest foreground Gaussian with global bases.
         """
         quats = points.new_zeros(points.shape[0], 4)
         quats[:, 0] = 1
         if self.is_tree:
-            return self.motion.deform(points, quats, t)[0]
+            return deform_with_residual(self.motion, self.residual, points, quats, t)[0]
         g = self.gaussians
         fg_means = g.means[g.foreground]
         nearest = knn(points, fg_means.detach(), 1)[:, 0]

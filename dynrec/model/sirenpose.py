@@ -457,14 +457,30 @@ def apply_residual(leaf_T: Tensor, residual: Tensor) -> Tensor:
     return leaf_T @ residual
 
 
+def residual_positions(tree: MotionTree) -> Tensor:
+    """[L, 3]: where the residual of each leaf is evaluated and centred: the canonical
+    position of its level-1 ancestor (the leaf itself while the tree has one level).
+
+    Evaluating the SIREN at the level-1 nodes keeps its inputs fixed when HiMoR adds level 2
+    halfway through: the new leaves inherit their parent's residual, whereas the SIREN at
+    the new leaves' own positions would give unrelated values (a high-frequency function of
+    position does not interpolate between the nodes it was trained on).
+    """
+    idx = torch.arange(tree.num_leaves, device=tree.leaf_positions().device)
+    for level in reversed(list(tree.levels)[1:]):
+        idx = level.parent[idx]
+    return tree.levels[0].positions[idx]
+
+
 def leaf_transforms_with_residual(
     tree: MotionTree, residual: SirenResidual | None, t: Tensor
 ) -> Tensor:
-    """Leaf motions [B, L, 4, 4] at frames ``t`` [B], with the SIREN residual when given."""
+    """Leaf motions [B, L, 4, 4] at frames ``t`` [B], with the SIREN residual when given
+    (evaluated at :func:`residual_positions`)."""
     leaf = tree.leaf_transforms(t)
     if residual is None:
         return leaf
-    return apply_residual(leaf, residual(tree.leaf_positions(), t))
+    return apply_residual(leaf, residual(residual_positions(tree), t))
 
 
 def deform_with_residual(
@@ -510,6 +526,7 @@ __all__ = [
     "normalise_xy",
     "pos_loss",
     "residual_deform_fn",
+    "residual_positions",
     "sirenpose_loss",
     "track_guess",
 ]

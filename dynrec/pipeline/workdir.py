@@ -34,7 +34,7 @@ class WorkDir:
     root: Path
 
     @classmethod
-    def open(cls, root: Path, create: bool) -> "WorkDir":
+    def open(cls, root: Path, create: bool) -> WorkDir:
         """Check (and with ``create``, make) a usable work dir; errors say what is wrong."""
         root = Path(root)
         if root.exists() and not root.is_dir():

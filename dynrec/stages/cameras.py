@@ -1,32 +1,326 @@
-"""cameras: per-frame K and w2c.
+"""cameras: per-frame K and w2c (one shared pinhole camera), plus the sparse background points.
 
-Backends: ``gt`` copies a synth scene's ground truth (the learned and offline backends of
-DESIGN.md plug into ``BACKENDS``).
+Backends (``cameras.backend``):
+
+* ``learned`` / ``offline`` (the same: cameras has no learned model): pycolmap SfM on the
+  background tracks; when it registers every frame its cameras are kept (method
+  ``colmap``); when it registers some, they seed a torch bundle adjustment over all frames
+  (``colmap+ba``); when it registers too few (casual videos, small baselines) or pycolmap
+  is not installed, the bundle adjustment starts from depth + PnP (``ba``). A camera whose
+  background barely moves in the image is detected first and gets ``static`` cameras.
+* ``colmap``: pycolmap only; fails when it cannot register every frame.
+* ``ba``: the torch bundle adjustment only.
+* ``static``: identity w2c for every frame, focal prior.
+* ``gt``: a synth scene's ground truth.
+
+Background = tracks that stay outside the (dilated) foreground masks. The manifest records
+the method taken, frames registered by SfM, reprojection error and focal.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from dynrec.artifacts import Cameras
+import numpy as np
+
+from dynrec.artifacts import Cameras, Depth, Frames, Masks, SparsePoints, Tracks
+from dynrec.errors import DynrecError
+from dynrec.geometry import colmap as colmap_sfm
+from dynrec.geometry.ba import bundle_adjust
+from dynrec.geometry.sfm import (
+    InitResult,
+    background_observations,
+    image_motion,
+    incremental_init,
+    reprojection_errors,
+    rotation_chain,
+    rotation_dominance,
+    rotation_focal,
+    triangulate,
+)
 from dynrec.stages.base import StageContext, StageSpec, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
+from dynrec.stages.upstream import as_depth, depth_kind
 
 
 @dataclass
 class CamerasParams:
-    """``backend``: which method produces the cameras (see ``BACKENDS``)."""
+    """``backend``: see the module doc. ``focal_prior`` initial focal in units of
+    max(width, height); ``refine_focal`` whether SfM / BA estimate it; ``focal_min`` /
+    ``focal_max``: the plausible focal range (same units; an estimate outside it means the
+    focal was not observable, e.g. a distant scene, and it is fixed at the prior instead);
+    ``static_px``: a median background displacement (pixels) below this means a static
+    camera (0 = never); ``min_confidence`` of a track sample to be used; ``max_tracks``
+    background tracks used (longest first), ``colmap_tracks`` of them given to pycolmap;
+    ``robust_px`` Cauchy scale of the BA; ``ba_iterations``; ``ba_tolerance`` relative cost
+    decrease that ends the BA; ``min_colmap_frames`` registered frames needed to seed the BA
+    from SfM; ``seed``."""
 
     backend: str = "learned"
+    focal_prior: float = 0.9
+    refine_focal: bool = True
+    focal_min: float = 0.35
+    focal_max: float = 2.0
+    static_px: float = 0.5
+    min_confidence: float = 0.5
+    max_tracks: int = 2000
+    colmap_tracks: int = 1000
+    robust_px: float = 2.0
+    ba_iterations: int = 50
+    ba_tolerance: float = 1e-5
+    rotation_ratio: float = 0.1
+    smooth: float = 1.0
+    min_colmap_frames: int = 3
+    seed: int = 0
 
 
 def _gt(ctx: StageContext, params: CamerasParams) -> dict[str, Any]:
     load_gt(ctx, "cameras", Cameras).save(ctx.out)
-    return {"backend": "gt"}
+    return {"backend": "gt", "method": "gt"}
 
 
-BACKENDS = {"gt": _gt}
+def _intrinsics(focal: float, width: int, height: int, T: int) -> np.ndarray:
+    K = np.array([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
+    return np.tile(K, (T, 1, 1))
+
+
+def _static(ctx: StageContext, params: CamerasParams, info: dict[str, Any]) -> dict[str, Any]:
+    meta = Frames.load_meta(ctx.inputs["frames"])
+    T, W, H = int(meta["count"]), int(meta["width"]), int(meta["height"])
+    focal = params.focal_prior * max(W, H)
+    Cameras(_intrinsics(focal, W, H, T), np.tile(np.eye(4), (T, 1, 1)), W, H, "static").save(ctx.out)
+    SparsePoints(np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros(0)).save(ctx.out)
+    return {**info, "backend": params.backend, "method": "static", "frames": T, "registered_sfm": 0,
+            "focal": focal, "reproj_error_px": None}
+
+
+def _background(ctx: StageContext, params: CamerasParams) -> tuple[Tracks, np.ndarray, dict[str, Any]]:
+    """Tracks, their background samples [N, T], and what was found (for the manifest)."""
+    tracks = Tracks.load(ctx.inputs["tracks"])
+    masks = Masks.load(ctx.inputs["masks"]).masks
+    if masks.shape[0] != tracks.xy.shape[1]:
+        raise DynrecError(f"cameras: masks have {masks.shape[0]} frames but tracks {tracks.xy.shape[1]}")
+    visible = tracks.visible & (tracks.confidence >= params.min_confidence)
+    bg = background_observations(tracks.xy, visible, masks)
+    usable = bg.sum(1) >= 2
+    info = {"tracks": len(tracks.xy), "bg_tracks": int(usable.sum())}
+    if usable.sum() < 8:
+        raise DynrecError(
+            f"cameras: no background tracks to estimate cameras from ({len(tracks.xy)} tracks, "
+            f"{int(visible.any(1).sum())} ever visible, {int(usable.sum())} seen outside the foreground masks "
+            "in 2+ frames; a textureless or black video, or all tracks lost); "
+            "use --set cameras.backend=static")
+    bg[~usable] = False
+    return tracks, bg, info
+
+
+def _select(bg: np.ndarray, max_tracks: int) -> np.ndarray:
+    """Indices of the tracks to use: the longest background tracks, at most ``max_tracks``."""
+    length = bg.sum(1)
+    idx = np.flatnonzero(length >= 2)
+    order = idx[np.argsort(-length[idx], kind="stable")]
+    return np.sort(order[:max_tracks])
+
+
+def _expand(col: colmap_sfm.ColmapResult, sub: np.ndarray, N: int) -> colmap_sfm.ColmapResult:
+    """A pycolmap result on tracks ``sub`` as one on all N tracks (no point for the others)."""
+    points = np.full((N, 3), np.nan)
+    points[sub] = col.points
+    observed = np.zeros((N, col.observed.shape[1]), bool)
+    observed[sub] = col.observed
+    return dataclasses.replace(col, points=points, observed=observed)
+
+
+def _plausible(focal: float, bounds: tuple[float, float], W: int, H: int) -> bool:
+    return bounds[0] <= focal / max(W, H) <= bounds[1]
+
+
+def _bundle(xy: np.ndarray, vis: np.ndarray, conf: np.ndarray, init_w2c: np.ndarray, points: np.ndarray,
+            posed: np.ndarray, focal: float, W: int, H: int, params: CamerasParams, refine_focal: bool,
+            bounds: tuple[float, float], smooth: float = 0.0
+            ) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, dict[str, Any]] | None:
+    """Two BA passes (the second without the gross outliers of the first).
+
+    Returns (w2c, points [N, 3] NaN where none, focal, used samples [N, T], info), or None
+    when the focal is refined and leaves the plausible range in the first pass."""
+    T = len(init_w2c)
+    has = np.isfinite(points[:, 0])
+    n_idx, t_idx = np.nonzero(vis & has[:, None])
+    weight = conf[n_idx, t_idx].astype(np.float64)
+    # no frame is held fixed for the gauge (the damping holds it): a fixed frame whose
+    # initial pose is slightly off becomes a seam the BA pulls every other frame away from
+    fixed = ~posed
+    keep = np.ones(len(n_idx), bool)
+    w2c, pts, f = init_w2c, np.where(has[:, None], points, 0.0), focal
+    for _ in range(2):
+        res = bundle_adjust(w2c, pts, f, (W / 2, H / 2), t_idx[keep], n_idx[keep], xy[n_idx[keep], t_idx[keep]],
+                            weight=weight[keep], fixed=fixed, refine_focal=refine_focal,
+                            robust_px=params.robust_px, iterations=params.ba_iterations,
+                            tol=params.ba_tolerance,
+                            focal_bounds=(bounds[0] * max(W, H), bounds[1] * max(W, H)),
+                            smooth=smooth)
+        w2c, pts, f = res.w2c, res.points, res.focal
+        if refine_focal and not _plausible(f, bounds, W, H):
+            return None
+        err = reprojection_errors(pts, xy, vis, _intrinsics(f, W, H, T), w2c)[n_idx, t_idx]
+        new_keep = err < max(4.0 * params.robust_px, 3.0 * float(np.median(err)))
+        if (new_keep == keep).all():
+            break
+        keep = new_keep
+    used = np.zeros_like(vis)
+    used[n_idx[keep], t_idx[keep]] = True
+    info = {"iterations": res.iterations, "cost_per_obs": [round(c, 5) for c in res.cost],
+            "observations": int(keep.sum()), "outliers": int((~keep).sum()), "refine_focal": refine_focal}
+    return w2c, np.where(has[:, None], pts, np.nan), f, used, info
+
+
+def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba: bool) -> dict[str, Any]:
+    meta = Frames.load_meta(ctx.inputs["frames"])
+    T, W, H = int(meta["count"]), int(meta["width"]), int(meta["height"])
+    tracks, bg, info = _background(ctx, params)
+    motion = image_motion(tracks.xy, bg)
+    info["image_motion_px"] = round(motion, 4)
+    if params.static_px > 0 and motion < params.static_px:
+        info["static_reason"] = (f"median background displacement {motion:.3f} px < static_px "
+                                 f"{params.static_px}")
+        return _static(ctx, params, info)
+
+    sel = _select(bg, params.max_tracks)
+    xy = tracks.xy[sel].astype(np.float64)
+    vis = bg[sel]
+    conf = tracks.confidence[sel]
+    focal0 = params.focal_prior * max(W, H)
+    bounds = (params.focal_min, params.focal_max)
+    info.update(backend=params.backend, frames=T, focal_prior=focal0, used_tracks=len(sel))
+    timings: dict[str, float] = {}
+
+    col = None
+    seed_ok = False
+    if use_colmap:
+        if not colmap_sfm.available():
+            if not use_ba:
+                raise DynrecError("cameras: backend 'colmap' needs pycolmap (pip install pycolmap); "
+                                  "or use --set cameras.backend=ba")
+            info["colmap"] = "pycolmap is not installed"
+        else:
+            ctx.progress("colmap", 0, 3)
+            t0 = time.perf_counter()
+            sub = np.sort(np.argsort(-vis.sum(1), kind="stable")[:params.colmap_tracks])
+            col = colmap_sfm.run_colmap(xy[sub], vis[sub], W, H, focal0, refine_focal=params.refine_focal,
+                                        seed=params.seed, workdir=ctx.checkpoints)
+            col = _expand(col, sub, len(sel))
+            timings["colmap_s"] = round(time.perf_counter() - t0, 3)
+            n_reg = int(col.registered.sum())
+            info["colmap"] = {"registered": n_reg, "reproj_error_px": round(col.reproj_error, 4),
+                              "pairs": col.pairs, "focal": round(col.focal, 4)}
+            seed_ok = n_reg >= params.min_colmap_frames and _plausible(col.focal, bounds, W, H)
+            if n_reg and not _plausible(col.focal, bounds, W, H):
+                info["colmap"]["rejected"] = (f"focal {col.focal:.1f} px is outside the plausible range "
+                                              f"{params.focal_min}-{params.focal_max} x max(W, H)")
+    info["registered_sfm"] = int(col.registered.sum()) if col is not None else 0
+
+    if seed_ok and col.registered.all():
+        method = "colmap"
+        w2c, points, focal, used = col.w2c, col.points, col.focal, col.observed & vis
+    else:
+        if not use_ba:
+            raise DynrecError(f"cameras: pycolmap registered only {info['registered_sfm']} of {T} frames "
+                              f"({info['colmap']}); use --set cameras.backend=learned "
+                              "(SfM with a bundle-adjustment fallback)")
+        method = "colmap+ba" if seed_ok else "ba"
+        ctx.progress("initialisation", 1, 3)
+        t0 = time.perf_counter()
+        depth = as_depth(Depth.load(ctx.inputs["depth"]).depth, depth_kind(ctx))
+        focal = col.focal if seed_ok else focal0
+        rotating = False
+        if not seed_ok:
+            K0 = _intrinsics(focal0, W, H, T)[0]
+            dominance = rotation_dominance(xy, vis, K0)
+            info["rotation_dominance"] = round(dominance, 4)
+            if dominance < 2 * params.rotation_ratio and params.refine_focal:
+                # maybe a panning camera whose focal differs from the prior: self-calibrate
+                f_rot, d_rot = rotation_focal(xy, vis, W, H)
+                if d_rot < params.rotation_ratio:
+                    focal = focal0 = f_rot
+                    dominance = d_rot
+                    bounds = (params.focal_min, max(params.focal_max, 2 * f_rot / max(W, H)))
+                    info["focal_self_calibrated"] = round(f_rot, 3)
+                    info["rotation_dominance"] = round(dominance, 4)
+            rotating = dominance < params.rotation_ratio
+
+        def initialise(focal: float) -> InitResult:
+            K = _intrinsics(focal, W, H, T)[0]
+            if seed_ok:
+                return incremental_init(xy, vis, depth, K, w2c=col.w2c, registered=col.registered, points=col.points)
+            if rotating:  # a panning camera / distant scene
+                rot, ok = rotation_chain(xy, vis, K)
+                return incremental_init(xy, vis, depth, K, w2c=rot, registered=ok)
+            return incremental_init(xy, vis, depth, K)
+
+        init = initialise(focal)
+        info["init"] = "colmap" if seed_ok else ("rotation" if rotating else "depth+pnp")
+        K = _intrinsics(focal, W, H, T)[0]
+        timings["init_s"] = round(time.perf_counter() - t0, 3)
+        info["unposed_frames"] = [int(t) for t in np.flatnonzero(~init.posed)]
+        if init.posed.sum() < 2:
+            raise DynrecError(
+                f"cameras: only {int(init.posed.sum())} of {T} frames see enough background tracks "
+                "(all tracks lost?); use --set cameras.backend=static")
+        pts = init.points
+        missing = ~np.isfinite(pts[:, 0])
+        if missing.any():  # tracks never lifted (no depth under them): triangulate
+            tri, ok = triangulate(xy[missing], vis[missing], np.tile(K, (T, 1, 1)), init.w2c)
+            pts[np.flatnonzero(missing)[ok]] = tri[ok]
+        ctx.progress("bundle adjustment", 2, 3)
+        t0 = time.perf_counter()
+        smooth = params.smooth if rotating else 0.0
+        result = _bundle(xy, vis, conf, init.w2c, pts, init.posed, focal, W, H, params, params.refine_focal, bounds,
+                         smooth)
+        if result is None:
+            info["focal_fixed"] = (f"the focal left the plausible range {bounds[0]:.2f}-{bounds[1]:.2f} x max(W, H) "
+                                   "in the bundle adjustment (not observable from this motion); fixed at "
+                                   + ("the self-calibrated one" if "focal_self_calibrated" in info else "the prior"))
+            focal = focal0
+            init = initialise(focal)
+            result = _bundle(xy, vis, conf, init.w2c, init.points, init.posed, focal, W, H, params, False, bounds,
+                             smooth)
+        w2c, points, focal, used, info["ba"] = result
+        timings["ba_s"] = round(time.perf_counter() - t0, 3)
+
+    err = reprojection_errors(np.nan_to_num(points), xy, used, _intrinsics(focal, W, H, T), w2c)
+    count = used.sum(1)
+    ok = count > 0
+    point_err = np.where(used, err, 0.0).sum(1) / np.maximum(count, 1)
+    obs_err = err[used]
+    Cameras(_intrinsics(focal, W, H, T), w2c, W, H, method).save(ctx.out)
+    SparsePoints(points[ok], sel[ok], point_err[ok]).save(ctx.out)
+    info.update(method=method, focal=round(float(focal), 4), points=int(ok.sum()),
+                reproj_error_px={"mean": round(float(obs_err.mean()), 4) if len(obs_err) else None,
+                                 "median": round(float(np.median(obs_err)), 4) if len(obs_err) else None},
+                timings=timings)
+    return info
+
+
+def _auto(ctx: StageContext, params: CamerasParams) -> dict[str, Any]:
+    return _estimate(ctx, params, use_colmap=True, use_ba=True)
+
+
+def _colmap(ctx: StageContext, params: CamerasParams) -> dict[str, Any]:
+    return _estimate(ctx, params, use_colmap=True, use_ba=False)
+
+
+def _ba(ctx: StageContext, params: CamerasParams) -> dict[str, Any]:
+    return _estimate(ctx, params, use_colmap=False, use_ba=True)
+
+
+def _static_backend(ctx: StageContext, params: CamerasParams) -> dict[str, Any]:
+    return _static(ctx, params, {"static_reason": "backend 'static' asked for"})
+
+
+BACKENDS = {"learned": _auto, "offline": _auto, "colmap": _colmap, "ba": _ba, "static": _static_backend, "gt": _gt}
 
 
 def run(ctx: StageContext, params: CamerasParams) -> dict[str, Any]:
@@ -34,6 +328,6 @@ def run(ctx: StageContext, params: CamerasParams) -> dict[str, Any]:
 
 
 STAGE = StageSpec(
-    name="cameras", version=1, upstream=('frames', 'tracks', 'masks', 'depth'), params=CamerasParams, run=run,
-    external=gt_external("cameras"), summary="per-frame K and w2c",
+    name="cameras", version=2, upstream=('frames', 'tracks', 'masks', 'depth'), params=CamerasParams, run=run,
+    external=gt_external("cameras"), summary="per-frame K and w2c, sparse background points",
 )

@@ -72,7 +72,7 @@ def point_cloud(frames: np.ndarray, depth: np.ndarray, select: np.ndarray, cams:
 
 def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
     tracks = Tracks.load(ctx.inputs["tracks"])
-    depth = Depth.load(ctx.inputs["depth"]).depth
+    depth = Depth.load(ctx.inputs["align"]).depth  # depth aligned to the cameras
     masks = Masks.load(ctx.inputs["masks"]).masks
     cams = Cameras.load(ctx.inputs["cameras"])
     frames = Frames.load(ctx.inputs["frames"]).images
@@ -107,6 +107,6 @@ def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
 
 
 STAGE = StageSpec(
-    name="lift", version=1, upstream=("frames", "depth", "tracks", "masks", "cameras"), params=LiftParams,
+    name="lift", version=2, upstream=("frames", "align", "tracks", "masks", "cameras"), params=LiftParams,
     run=run, summary="3D tracks, motion bases and nodes (HiMoR init)",
 )

@@ -1,24 +1,44 @@
 """masks: foreground masks [T,H,W].
 
-Backends: ``gt`` copies a synth scene's ground truth (the learned and offline backends of
-DESIGN.md plug into ``BACKENDS``).
+Backends: ``gt`` copies a synth scene's ground truth; ``offline`` segments what moves
+against the camera motion (:mod:`dynrec.vision.motionseg`): the tracks' motion scores give
+foreground and background seeds, GrabCut makes them dense, a 3-frame majority smooths them
+in time. The cameras stage runs after this one, so the camera motion is estimated here from
+the tracks (PnP with z-depth from the depth stage, fundamental matrices without; the latter
+cannot see a subject that moves along the epipolar lines, e.g. one the camera orbits).
+``prompt = "x,y"`` (pixels of the input video, in frame ``prompt_frame`` of the kept frames)
+names the subject: its tracks are kept as foreground and only its connected region is kept.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from dynrec.artifacts import Masks
+from dynrec.artifacts import Depth, Frames, Masks, Tracks
+from dynrec.errors import DynrecError
 from dynrec.stages.base import StageContext, StageSpec, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
+from dynrec.stages.upstream import depth_kind
 
 
 @dataclass
 class MasksParams:
-    """``backend``: which method produces the masks (see ``BACKENDS``)."""
+    """``backend``: which method produces the masks (see ``BACKENDS``).
+
+    Offline backend: ``prompt`` "x,y" in pixels of the input video ("" = none) and
+    ``prompt_frame`` (index among the kept frames) name the subject; ``prompt_radius``
+    (pixels of the kept frames): tracks this close to the prompt belong to the subject;
+    ``moving``: fraction of frame pairs in which a track moves against the camera for it to
+    be foreground; ``threshold_px``: smallest residual that counts as moving."""
 
     backend: str = "learned"
+    prompt: str = ""
+    prompt_frame: int = 0
+    prompt_radius: float = 4.0
+    moving: float = 0.5
+    threshold_px: float = 1.0
 
 
 def _gt(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
@@ -26,7 +46,72 @@ def _gt(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
     return {"backend": "gt"}
 
 
-BACKENDS = {"gt": _gt}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")  # as the frames stage reads
+
+
+def source_size(source: Path | None) -> tuple[int, int] | None:
+    """(width, height) of the input video or of the first image of an image folder; None if unknown."""
+    if source is None or not source.exists():
+        return None
+    try:
+        if source.is_dir():
+            from PIL import Image
+
+            first = min((p for p in source.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES), default=None)
+            if first is None:
+                return None
+            with Image.open(first) as im:
+                return im.size
+        import av
+
+        with av.open(str(source)) as container:
+            stream = container.streams.video[0]
+            return int(stream.codec_context.width), int(stream.codec_context.height)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
+    from dynrec.vision.motionseg import (
+        MaskParams,
+        MotionParams,
+        motion_scores,
+        parse_prompt,
+        prompt_tracks,
+        segment,
+    )
+
+    frames = Frames.load(ctx.inputs["frames"]).images
+    tracks = Tracks.load(ctx.inputs["tracks"])
+    T, H, W = frames.shape[:3]
+    if tracks.xy.shape[1] != T:
+        raise DynrecError(f"masks: tracks have {tracks.xy.shape[1]} frames but there are {T} frames")
+    subject = None
+    if params.prompt.strip():
+        size = source_size(ctx.source) or (W, H)
+        prompt = parse_prompt(params.prompt, params.prompt_frame, T, W, H, (W / size[0], H / size[1]))
+        subject = prompt_tracks(tracks.xy, tracks.visible, prompt, params.prompt_radius)
+    depth = Depth.load(ctx.inputs["depth"]).depth if depth_kind(ctx) == "depth" else None
+    motion = replace(MotionParams(), threshold_px=params.threshold_px)
+    verified = tracks.visible & (tracks.confidence >= 0.5)
+    ctx.progress("motion", 0, T)
+    scores = motion_scores(tracks.xy, verified, depth, (W, H), motion)
+    masks = segment(frames, tracks.xy, tracks.visible, scores, depth, subject,
+                    replace(MaskParams(), moving=params.moving), motion,
+                    progress=lambda done, total: ctx.progress("segmenting", done, total))
+    moving = int(((scores.track >= params.moving) & (scores.pairs > 0)).sum())
+    if not masks.any():
+        raise DynrecError(
+            f"masks: nothing moves against the camera motion ({len(tracks.xy)} tracks, {moving} moving); "
+            "name the subject with --set masks.prompt=x,y (pixels of the input video)")
+    Masks(masks).save(ctx.out)
+    empty = int((~masks.any(axis=(1, 2))).sum())
+    return {"backend": "offline", "moving_tracks": moving, "empty_frames": empty,
+            "foreground_fraction": float(masks.mean()), "depth_used": depth is not None,
+            "prompt_tracks": None if subject is None else len(subject)}
+
+
+BACKENDS = {"gt": _gt, "offline": _offline}
 
 
 def run(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
@@ -34,6 +119,6 @@ def run(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
 
 
 STAGE = StageSpec(
-    name="masks", version=1, upstream=('frames', 'tracks'), params=MasksParams, run=run,
+    name="masks", version=1, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
     external=gt_external("masks"), summary="foreground masks [T,H,W]",
 )

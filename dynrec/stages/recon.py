@@ -3,6 +3,13 @@
 Checkpoints go into the stage's ``.checkpoints`` folder every ``checkpoint_every`` steps, so
 an interrupted run resumes with the same key. A loss that turns NaN stops the run with the
 term named; the last good checkpoint is kept.
+
+SirenPose (``docs/sirenpose.md``): ``sirenpose`` picks a row of its Table III (``off``,
+``geo``: + keypoint loss L_pos + lambda_geo L_geo, ``siren``: + SIREN residual on the leaf
+motions, ``full``: both). Keypoint anchors are built whenever the keypoints input exists
+(``keypoints``), so every row writes ``recon/keypoints`` for evaluation; only ``geo`` and
+``full`` train them. ``camera_refine`` optimises per-frame corrections of the input cameras
+and writes them to ``recon/cameras``.
 """
 
 from __future__ import annotations
@@ -16,20 +23,24 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from dynrec.artifacts import Cameras, Depth, Frames, Lift, Masks, Tracks
+from dynrec.artifacts import Cameras, Depth, Frames, Keypoints, Lift, Masks, Tracks
 from dynrec.errors import DynrecError
 from dynrec.geometry.camera import w2c_in_other_world
 from dynrec.geometry.lift import project_points, sample_depth
 from dynrec.metrics import MetricNotComputable, psnr, umeyama
 from dynrec.model import losses as L
+from dynrec.model.camera_refine import CameraRefiner
 from dynrec.model.density import DensityConfig, DensityControl
 from dynrec.model.gaussians import GaussianLRs, Gaussians
 from dynrec.model.himor import GlobalBases, MotionLRs, MotionTree, TreeConfig, knn_curve
 from dynrec.model.scene import DynamicScene
+from dynrec.model.sirenpose import KeypointAnchors, SirenResidual, sirenpose_loss, track_guess
 from dynrec.stages.base import StageContext, StageSpec
 from dynrec.stages.gt import heldout_cameras, heldout_external, load_gt
 
 MOTIONS = ("himor", "global-bases")
+#: SirenPose Table III rows: baseline, + geometric (keypoint) prior, + SIREN stream, both.
+SIRENPOSE_MODES = ("off", "geo", "siren", "full")
 
 
 @dataclass
@@ -38,10 +49,21 @@ class ReconParams:
 
     ``motion``: himor | global-bases; ``levels``: 1 | 2 (HiMoR level 2 switched on at
     ``level2_at`` x steps); ``rigidity`` and ``node_densify`` toggle those parts (HiMoR
-    Table 3 rows); ``lr_scale`` multiplies every learning rate of Appendix B.2.
+    Table 3 rows); ``lr_scale`` multiplies every learning rate of Appendix B.2 and
+    ``lr_final`` is the factor they decay to (exponentially) by the last step.
     ``gaussian_densify`` switches 3DGS density control (clone / split / prune, see
     :mod:`dynrec.model.density`) on between ``gaussian_densify_from`` and ``_until`` x steps,
     every ``gaussian_densify_every`` steps, up to ``max_gaussians``.
+
+    SirenPose (``docs/sirenpose.md``): ``sirenpose`` = off | geo | siren | full (Table III
+    rows: ``geo`` adds the keypoint loss ``lambda_sp (L_pos + lambda_geo L_geo)`` (Eq. 5-8)
+    with ``kp_w0``, ``kp_freqs``, ``kp_quadrature``; ``siren`` adds the SIREN residual
+    ``siren_lambda * g(x, t)`` on the leaf motions (HiMoR only); ``full`` both).
+    ``keypoints``: build keypoint anchors when the keypoints input exists (written to
+    ``recon/keypoints`` in every mode; trained only with the keypoint loss).
+    ``camera_refine``: learn per-frame SE(3) corrections of the input cameras, regularised
+    toward them with weight ``camera_reg``. ``lr_anchors``, ``lr_siren``, ``lr_camera`` are
+    Adam learning rates (times ``lr_scale``).
     """
 
     steps: int = 2000
@@ -62,12 +84,54 @@ class ReconParams:
     gaussian_grow_grad2d: float = 2e-4
     max_gaussians: int = 200_000
     lr_scale: float = 1.0
+    lr_final: float = 1.0
     init_opacity: float = 0.5
     checkpoint_every: int = 100
     seed: int = 0
     weights: dict[str, float] = field(default_factory=dict)
+    sirenpose: str = "off"
+    keypoints: bool = True
+    lambda_sp: float = 1.0
+    lambda_geo: float = 1.0
+    kp_w0: float = 30.0
+    kp_freqs: tuple[float, ...] = (1.0,)
+    kp_quadrature: bool = False
+    siren_lambda: float = 1.0
+    siren_hidden: int = 64
+    siren_layers: int = 3
+    siren_w0: float = 30.0
+    camera_refine: bool = False
+    camera_reg: float = 1e-2
+    lr_anchors: float = 1.6e-4
+    lr_siren: float = 1e-4
+    lr_camera: float = 5e-4
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {"steps": 150, "checkpoint_every": 50, "lr_scale": 5.0}}
+
+    @property
+    def keypoint_loss(self) -> bool:
+        """The SirenPose keypoint loss is on (``geo`` / ``full`` with ``lambda_sp > 0``)."""
+        return self.sirenpose in ("geo", "full") and self.lambda_sp > 0
+
+    @property
+    def siren(self) -> bool:
+        """The SIREN residual stream is on (``siren`` / ``full``)."""
+        return self.sirenpose in ("siren", "full")
+
+
+def check_params(params: ReconParams) -> None:
+    """Errors that name the setting, before any work."""
+    if params.levels not in (1, 2):
+        raise DynrecError(f"recon.levels must be 1 or 2, got {params.levels}")
+    if params.motion not in MOTIONS:
+        raise DynrecError(f"recon.motion must be one of {', '.join(MOTIONS)}, got '{params.motion}'")
+    if params.sirenpose not in SIRENPOSE_MODES:
+        raise DynrecError(f"recon.sirenpose must be one of {', '.join(SIRENPOSE_MODES)}, got '{params.sirenpose}'")
+    if params.siren and params.motion != "himor":
+        raise DynrecError(f"recon.sirenpose={params.sirenpose}: the SIREN stream is a residual on HiMoR leaf "
+                          "nodes, so it needs recon.motion=himor (use recon.sirenpose=geo with global-bases)")
+    if params.camera_reg < 0:
+        raise DynrecError(f"recon.camera_reg must be >= 0, got {params.camera_reg}")
 
 
 def _loss_weights(params: ReconParams) -> L.LossWeights:
@@ -82,9 +146,21 @@ def _loss_weights(params: ReconParams) -> L.LossWeights:
 
 
 @dataclass
+class KeypointData:
+    """Input keypoints: ``xy`` [T, J, 2] pixels (0 where not detected), ``conf`` [T, J],
+    ``skeleton`` [E, 2] long, ``names`` J strings."""
+
+    xy: torch.Tensor
+    conf: torch.Tensor
+    skeleton: torch.Tensor
+    names: list[str]
+
+
+@dataclass
 class Data:
     """Training data as tensors: images [T,H,W,3], masks [T,H,W,1], depth [T,H,W,1],
-    K [T,3,3], w2c [T,4,4], track points (canonical [P,3], xy [P,T,2], visible [P,T])."""
+    K [T,3,3], w2c [T,4,4], track points (canonical [P,3], xy [P,T,2], visible [P,T]);
+    ``keypoints`` when the keypoints input exists."""
 
     images: torch.Tensor
     masks: torch.Tensor
@@ -95,6 +171,7 @@ class Data:
     track_xy: torch.Tensor
     track_visible: torch.Tensor
     lift: Lift
+    keypoints: KeypointData | None = None
 
     @property
     def T(self) -> int:
@@ -105,6 +182,20 @@ class Data:
         return self.images.shape[2], self.images.shape[1]
 
 
+def load_keypoints(folder: Path | None) -> KeypointData | None:
+    """The keypoints input as tensors, or None when there is none (or it has no keypoint)."""
+    if folder is None or not (folder / Keypoints.FILE).is_file():
+        return None
+    kp = Keypoints.load(folder)
+    if kp.xy.shape[1] == 0:
+        return None
+    conf = np.nan_to_num(kp.confidence.astype(np.float32)).clip(0, 1)
+    ok = (conf > 0) & np.isfinite(kp.xy).all(-1)
+    xy = np.where(ok[..., None], kp.xy, 0).astype(np.float32)
+    return KeypointData(torch.from_numpy(xy), torch.from_numpy(np.where(ok, conf, 0).astype(np.float32)),
+                        torch.from_numpy(np.asarray(kp.skeleton, np.int64).reshape(-1, 2)), list(kp.names))
+
+
 def load_data(ctx: StageContext) -> Data:
     frames = Frames.load(ctx.inputs["frames"])
     cams = Cameras.load(ctx.inputs["cameras"])
@@ -113,9 +204,10 @@ def load_data(ctx: StageContext) -> Data:
     f = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float()
     return Data(
         images=f(frames.images / 255.0), masks=f(Masks.load(ctx.inputs["masks"]).masks[..., None]),
-        depth=f(Depth.load(ctx.inputs["depth"]).depth[..., None]), K=f(cams.K), w2c=f(cams.w2c),
+        depth=f(Depth.load(ctx.inputs["align"]).depth[..., None]), K=f(cams.K), w2c=f(cams.w2c),
         track_canonical=f(lift.xyz[:, lift.canonical]), track_xy=f(tracks.xy[lift.track_index]),
         track_visible=torch.from_numpy(tracks.visible[lift.track_index]), lift=lift,
+        keypoints=load_keypoints(ctx.inputs.get("keypoints")),
     )
 
 
@@ -138,13 +230,48 @@ def build_scene(lift: Lift, params: ReconParams) -> DynamicScene:
     else:
         raise DynrecError(f"recon.motion must be one of {', '.join(MOTIONS)}, got '{params.motion}'")
     gaussians = Gaussians.from_points(points, colors, is_fg, opacity=params.init_opacity, motion_coefs=coefs)
-    return DynamicScene(gaussians, motion)
+    residual = make_residual(fg, motion.num_frames, params) if params.siren and params.motion == "himor" else None
+    return DynamicScene(gaussians, motion, residual)
+
+
+def make_residual(fg_points: torch.Tensor, num_frames: int, params: ReconParams) -> SirenResidual:
+    """The SIREN stream (SirenPose Eq. 1-4) with its inputs normalised to the foreground's box."""
+    lo, hi = fg_points.amin(dim=0), fg_points.amax(dim=0)
+    extent = float((hi - lo).max()) / 2 if len(fg_points) else 1.0
+    return SirenResidual(num_frames, (lo + hi) / 2, max(extent, 1e-3), params.siren_hidden, params.siren_layers,
+                         params.siren_w0, params.siren_lambda)
+
+
+def scene_scale(data: Data) -> float:
+    """Median distance from the lifted points to the camera centres (density control's scene
+    scale and the unit of the camera refinement's translations)."""
+    lift = data.lift
+    points = torch.from_numpy(np.concatenate([lift.bg_points, lift.fg_points])).float()
+    centres = torch.linalg.inv(data.w2c)[:, :3, 3]
+    return float(torch.cdist(points[::max(len(points) // 4096, 1)], centres).median())
+
+
+def make_anchors(scene: DynamicScene, data: Data) -> KeypointAnchors:
+    """Keypoint anchors lifted at their most confident frames (ties: nearest the lift's
+    canonical frame) and mapped to the canonical frame, starting from the nearest lifted track."""
+    kp, lift = data.keypoints, data.lift
+    assert kp is not None
+    traj = torch.from_numpy(lift.xyz).float()
+    x0_fn = partial(track_guess, trajectories=traj, canonical=traj[:, lift.canonical]) if len(traj) else None
+    return KeypointAnchors.from_keypoints(kp.xy, kp.conf, data.depth[..., 0], data.K, data.w2c, scene,
+                                          prefer_frame=int(lift.canonical), x0_fn=x0_fn)
 
 
 class Trainer:
-    """One optimisation run: the scene, its Adam, the step counter and checkpoints."""
+    """One optimisation run: the scene, its Adam, the step counter and checkpoints.
+
+    With SirenPose: ``anchors`` (keypoint anchors, None without keypoints) and ``refiner``
+    (per-frame camera corrections, None unless ``camera_refine``); the SIREN residual lives
+    in the scene (``scene.residual``).
+    """
 
     def __init__(self, scene: DynamicScene, data: Data, params: ReconParams, ckpt: Path):
+        check_params(params)
         self.scene, self.data, self.params, self.ckpt = scene, data, params, ckpt
         self.weights = _loss_weights(params)
         self.step = 0
@@ -153,17 +280,67 @@ class Trainer:
         self._knn: list[torch.Tensor] = []
         self._views: list[tuple[dict, torch.Tensor]] = []
         self.density = density_control(params, data) if params.gaussian_densify else None
+        if params.keypoint_loss and (data.keypoints is None or not params.keypoints):
+            why = "recon.keypoints is off" if not params.keypoints else "the keypoints input has no keypoints"
+            raise DynrecError(f"recon.sirenpose={params.sirenpose} needs keypoints, but {why}; "
+                              "use recon.sirenpose=off or siren, or lambda_sp=0")
+        self.anchors = make_anchors(scene, data) if params.keypoints and data.keypoints is not None else None
+        if self.anchors is not None and not params.keypoint_loss:
+            self.anchors.canonical.requires_grad_(False)  # evaluated only: no loss moves them
+        self.refiner = CameraRefiner(data.w2c, scene_scale(data)) if params.camera_refine else None
+        self.kp_error_init = self.keypoint_error()
         self._build_optimizer()
 
     def _build_optimizer(self) -> None:
-        s = self.params.lr_scale
+        p = self.params
+        s = p.lr_scale
         glr, mlr = GaussianLRs(), MotionLRs()
         glr = GaussianLRs(**{k: v * s for k, v in asdict(glr).items()})
         mlr = MotionLRs(**{k: v * s for k, v in asdict(mlr).items()})
         groups = self.scene.gaussians.param_groups(glr) + self.scene.motion.param_groups(mlr)
+        if self.anchors is not None and p.keypoint_loss:
+            groups.append(self.anchors.param_group(p.lr_anchors * s))
+        if self.scene.residual is not None:
+            groups.append(self.scene.residual.param_group(p.lr_siren * s))
+        if self.refiner is not None:
+            groups.append(self.refiner.param_group(p.lr_camera * s))
+        old = getattr(self, "opt", None)
         self.opt = torch.optim.Adam(groups, eps=1e-15)
+        if old is not None:
+            # Tensors that survived the structure change keep their Adam moments: a fresh
+            # Adam's first steps move every parameter by ~lr at once, a jolt that undoes
+            # training each time nodes are added.
+            for group in self.opt.param_groups:
+                for param in group["params"]:
+                    if param in old.state:
+                        self.opt.state[param] = old.state[param]
         self.scene.refresh_skinning()
         self._knn = []
+
+    def w2c(self, ts: torch.Tensor) -> torch.Tensor:
+        """Training cameras [B, 4, 4] at frames ``ts``: refined (differentiable) or the input."""
+        return self.refiner.w2c(ts) if self.refiner is not None else self.data.w2c[ts]
+
+    def cameras(self) -> torch.Tensor:
+        """All training cameras [T, 4, 4], detached (refined when camera refinement is on)."""
+        return self.refiner.refined_all() if self.refiner is not None else self.data.w2c
+
+    def project_keypoints(self, ts: torch.Tensor, w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k̂(t)``: anchors at frames ``ts`` projected with ``w2c`` [B, 4, 4]: xy [B, J, 2], z [B, J]."""
+        assert self.anchors is not None
+        return self.anchors.project(self.scene, ts, self.data.K[ts], w2c)
+
+    @torch.no_grad()
+    def keypoint_error(self) -> float | None:
+        """Mean pixel distance of the projected anchors to the input keypoints (where detected
+        and in front of the camera), over every frame; None without anchors."""
+        kp = self.data.keypoints
+        if self.anchors is None or kp is None:
+            return None
+        ts = torch.arange(self.data.T)
+        xy, z = self.project_keypoints(ts, self.cameras())
+        ok = (kp.conf > 0) & (z > 0)
+        return float((xy - kp.xy).norm(dim=-1)[ok].mean()) if bool(ok.any()) else None
 
     def _rigidity_knn(self) -> list[torch.Tensor]:
         if not self._knn or self.step % 100 == 0:
@@ -177,10 +354,11 @@ class Trainer:
 
         Terms whose weight is 0 are not computed (:func:`dynrec.model.losses.weighted_sum`).
         """
-        d, scene = self.data, self.scene
+        d, scene, p = self.data, self.scene, self.params
         W, H = d.size
+        w2c = self.w2c(ts)
         fg_means, fg_quats = scene.deform_foreground(ts)
-        out = [scene.render(t, fg_means[b], fg_quats[b], d.K[t], d.w2c[t], W, H) for b, t in enumerate(ts.tolist())]
+        out = [scene.render(t, fg_means[b], fg_quats[b], d.K[t], w2c[b], W, H) for b, t in enumerate(ts.tolist())]
         rgb, fg, depth = (torch.stack([getattr(o, k) for o in out]) for k in ("rgb", "fg", "depth"))
         if self.density is not None and torch.is_grad_enabled():
             for o in out:
@@ -189,7 +367,7 @@ class Trainer:
         B = len(ts)
         pts = scene.deform_points(d.track_canonical, torch.cat([ts - 1, ts, ts + 1]).clamp(0, d.T - 1))
         cur = pts[B:2 * B]
-        xy, z = project_points(cur, d.K[ts][:, None], d.w2c[ts][:, None])
+        xy, z = project_points(cur, d.K[ts][:, None], w2c[:, None])
         vis = d.track_visible[:, ts].T
         target_xy = d.track_xy[:, ts].transpose(0, 1)
         target_z, known = sample_depth(d.depth[ts, ..., 0], target_xy.transpose(0, 1))
@@ -216,8 +394,26 @@ class Trainer:
                 name = f"rigid_level{k + 1}"
                 weights[name] = weight
                 terms[name] = partial(L.rigidity_loss, tree.level_positions()[k], levels[k], self._rigidity_knn()[k])
+        kp_values: dict[str, torch.Tensor] = {}
+        terms["sirenpose"] = partial(self._sirenpose_term, ts, w2c, kp_values)
+        weights["sirenpose"] = p.lambda_sp if p.keypoint_loss and self.anchors is not None else 0.0
+        terms["camera_reg"] = lambda: self.refiner.regulariser(ts)
+        weights["camera_reg"] = p.camera_reg if self.refiner is not None else 0.0
         total, values = L.weighted_sum(terms, weights)
-        return total, values
+        return total, values | kp_values
+
+    def _sirenpose_term(self, ts: torch.Tensor, w2c: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """SirenPose Eq. 7 on the batch frames (Eq. 8 weighs it by ``lambda_sp``); ``values``
+        receives ``kp_pos`` and ``kp_geo``."""
+        kp, p = self.data.keypoints, self.params
+        assert kp is not None
+        W, H = self.data.size
+        xy, z = self.project_keypoints(ts, w2c)
+        conf = kp.conf[ts]
+        loss, parts = sirenpose_loss(xy, kp.xy[ts], conf, (conf > 0) & (z > 1e-6), kp.skeleton, W, H,
+                                     p.lambda_geo, p.kp_w0, p.kp_freqs, p.kp_quadrature)
+        values.update(parts)
+        return loss
 
     def structure_updates(self) -> None:
         """Level 2 and node densification on the HiMoR tree (§3.2.3, §3.2.4)."""
@@ -241,6 +437,12 @@ class Trainer:
             if added:
                 self._build_optimizer()
 
+    def set_learning_rates(self) -> None:
+        """Exponential decay from ``lr_scale`` x the paper's rates to ``lr_final`` x that at the end."""
+        decay = self.params.lr_final ** (self.step / max(self.params.steps, 1))
+        for group in self.opt.param_groups:
+            group["lr"] = group.setdefault("base_lr", group["lr"]) * decay
+
     def refine_gaussians(self) -> None:
         """3DGS density control with the screen-space gradients of this step's views."""
         if self.density is None:
@@ -254,9 +456,14 @@ class Trainer:
             self.density.refine(g, self.opt, self.step, self.gen)
             self.scene.refresh_skinning()
 
+    def extras_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """State of the SirenPose parts outside the scene: ``anchors``, ``refiner`` (when present)."""
+        parts = {"anchors": self.anchors, "refiner": self.refiner}
+        return {name: m.state_dict() for name, m in parts.items() if m is not None}
+
     def save(self) -> None:
         state = {"step": self.step, "level2_done": self.level2_done, "scene": self.scene.state_dict(),
-                 "opt": self.opt.state_dict(), "gen": self.gen.get_state()}
+                 "opt": self.opt.state_dict(), "gen": self.gen.get_state(), **self.extras_state()}
         tmp = self.ckpt.with_suffix(".partial")
         torch.save(state, tmp)
         tmp.replace(self.ckpt)
@@ -266,6 +473,9 @@ class Trainer:
             return False
         state = torch.load(self.ckpt, weights_only=True)
         self.scene = restore_scene(state["scene"], self.params)
+        for name, module in (("anchors", self.anchors), ("refiner", self.refiner)):
+            if module is not None:
+                module.load_state_dict(state[name])
         self.step, self.level2_done = int(state["step"]), bool(state["level2_done"])
         self._build_optimizer()
         self.opt.load_state_dict(state["opt"])
@@ -288,6 +498,7 @@ class Trainer:
                 )
             self.opt.zero_grad(set_to_none=True)
             total.backward()
+            self.set_learning_rates()
             self.opt.step()
             self.step += 1
             self.refine_gaussians()
@@ -301,17 +512,13 @@ class Trainer:
 def density_control(params: ReconParams, data: Data) -> DensityControl:
     """Density control on this run's schedule; the scene scale is the median camera distance
     of the lifted points (3DGS uses the camera extent, which vanishes for a still camera)."""
-    lift = data.lift
-    points = torch.from_numpy(np.concatenate([lift.bg_points, lift.fg_points])).float()
-    centres = torch.linalg.inv(data.w2c)[:, :3, 3]
-    scale = float(torch.cdist(points[::max(len(points) // 4096, 1)], centres).median())
     config = DensityConfig(
         refine_start=int(params.gaussian_densify_from * params.steps),
         refine_stop=int(params.gaussian_densify_until * params.steps),
         refine_every=params.gaussian_densify_every, reset_every=params.steps + 1,
         grow_grad2d=params.gaussian_grow_grad2d, max_gaussians=params.max_gaussians,
     )
-    return DensityControl(config, scale)
+    return DensityControl(config, scene_scale(data))
 
 
 def restore_scene(state: dict[str, torch.Tensor], params: ReconParams) -> DynamicScene:
@@ -322,7 +529,13 @@ def restore_scene(state: dict[str, torch.Tensor], params: ReconParams) -> Dynami
         motion = MotionTree.from_state_dict(motion_state, TreeConfig())
     else:
         motion = GlobalBases(motion_state["bases_rot6d"], motion_state["bases_trans"])
-    return DynamicScene(g, motion)
+    residual_state = {k[len("residual."):]: v for k, v in state.items() if k.startswith("residual.")}
+    residual = None
+    if residual_state:
+        residual = SirenResidual(motion.num_frames, residual_state["center"], float(residual_state["extent"]),
+                                 params.siren_hidden, params.siren_layers, params.siren_w0, params.siren_lambda)
+        residual.load_state_dict(residual_state)
+    return DynamicScene(g, motion, residual)
 
 
 @torch.no_grad()
@@ -339,8 +552,7 @@ def render_all(scene: DynamicScene, K: torch.Tensor, w2c: torch.Tensor, width: i
 
 
 def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
-    if params.levels not in (1, 2):
-        raise DynrecError(f"recon.levels must be 1 or 2, got {params.levels}")
+    check_params(params)
     torch.manual_seed(params.seed)
     data = load_data(ctx)
     trainer = Trainer(build_scene(data.lift, params), data, params, ctx.checkpoints / "state.pt")
@@ -349,26 +561,46 @@ def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
         ctx.console.print(f"  recon: resuming from the checkpoint at step {resumed_at}")
     final = trainer.run(ctx.progress)
     scene = trainer.scene
-    torch.save({"scene": scene.state_dict()}, ctx.out / "model.pt")
+    torch.save({"scene": scene.state_dict(), **trainer.extras_state()}, ctx.out / "model.pt")
     meta = {"motion": params.motion, "frames": data.T, "gaussians": len(scene.gaussians),
             "foreground": int(scene.gaussians.foreground.sum()), "params": asdict(params),
-            "levels": scene.motion.num_levels if scene.is_tree else 0}
+            "levels": scene.motion.num_levels if scene.is_tree else 0, "sirenpose": params.sirenpose}
     (ctx.out / "model.json").write_text(json.dumps(meta, indent=2))
     W, H = data.size
     frames_meta = Frames.load_meta(ctx.inputs["frames"])
     ts = list(range(data.T))
+    w2c = trainer.cameras()
+    if trainer.refiner is not None:
+        Cameras(data.K.numpy(), w2c.numpy(), W, H, "refined").save(ctx.out / "cameras")
+    kp_info = write_keypoints(trainer, ctx.out / "keypoints")
     ctx.progress("rendering", 0, data.T)
-    images, depth = render_all(scene, data.K, data.w2c, W, H, ts)
+    images, depth = render_all(scene, data.K, w2c, W, H, ts)
     Frames(images, frames_meta["fps"], np.asarray(frames_meta["source_index"])).save(ctx.out / "renders" / "train")
     Depth(depth).save(ctx.out / "renders" / "train")
     with torch.no_grad():
         traj = scene.deform_points(data.track_canonical, torch.arange(data.T)).transpose(0, 1).numpy()
-    xy = project_points(torch.from_numpy(traj), data.K[None], data.w2c[None])[0].numpy()
+    xy = project_points(torch.from_numpy(traj), data.K[None], w2c[None])[0].numpy()
     Tracks(xy, data.track_visible.numpy(), data.track_visible.numpy().astype(np.float32),
            data.track_visible.numpy().argmax(1), traj).save(ctx.out / "tracks")
     train_psnr = psnr(images / 255.0, data.images.numpy())
     heldout = render_heldout(ctx, scene, data, frames_meta)
-    return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at, "heldout": heldout, **meta}
+    return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at, "heldout": heldout,
+            **kp_info, **meta}
+
+
+@torch.no_grad()
+def write_keypoints(trainer: Trainer, folder: Path) -> dict[str, Any]:
+    """The projected keypoint anchors at every frame as a ``Keypoints`` artifact (``xy`` at the
+    training cameras, ``confidence`` 1 in front of the camera, ``xyz`` world positions);
+    returns the mean pixel error to the input keypoints before and after training."""
+    kp, data = trainer.data.keypoints, trainer.data
+    if trainer.anchors is None or kp is None:
+        return {}
+    ts = torch.arange(data.T)
+    xyz = trainer.anchors.positions(trainer.scene, ts)
+    xy, z = project_points(xyz, data.K[:, None], trainer.cameras()[:, None])
+    Keypoints(xy.numpy(), (z > 0).float().numpy(), kp.skeleton.numpy(), kp.names, xyz.numpy()).save(folder)
+    return {"kp_input_error_px": {"init": trainer.kp_error_init, "final": trainer.keypoint_error()}}
 
 
 def gt_world_to_model(ctx: StageContext, data: Data) -> np.ndarray | None:
@@ -414,6 +646,6 @@ def render_heldout(ctx: StageContext, scene: DynamicScene, data: Data, frames_me
 
 
 STAGE = StageSpec(
-    name="recon", version=2, upstream=("frames", "masks", "depth", "tracks", "cameras", "lift"),
+    name="recon", version=3, upstream=("frames", "masks", "align", "tracks", "cameras", "keypoints", "lift"),
     params=ReconParams, run=run, external=heldout_external, summary="optimise Gaussians + HiMoR",
 )

@@ -1,0 +1,223 @@
+"""cameras (pycolmap / torch bundle adjustment / static) and align (robust per-frame
+scale/shift of monocular depth) on the tiny synth scene's ground truth."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dynrec.artifacts import Cameras, Depth, Masks, SparsePoints, Tracks
+from dynrec.errors import DynrecError
+from dynrec.geometry import colmap
+from dynrec.geometry.depthfit import fit_scale_shift
+from dynrec.metrics.pose import ate
+from dynrec.stages import align, cameras
+from dynrec.stages.base import StageContext
+
+
+def _ctx(work: Path, out: Path, **override: Path) -> StageContext:
+    inputs = {name: work / name for name in ("frames", "tracks", "masks", "depth", "cameras")}
+    inputs.update(override)
+    out.mkdir(parents=True, exist_ok=True)
+    return StageContext(work=work, out=out, inputs=inputs)
+
+
+def _path_length(cams: Cameras) -> float:
+    return float(np.linalg.norm(np.diff(cams.c2w[:, :3, 3], axis=0), axis=1).sum())
+
+
+def _save_depth(folder: Path, maps: np.ndarray, kind: str = "depth", backend: str = "test") -> Path:
+    Depth(maps.astype(np.float32)).save(folder)
+    (folder / "manifest.json").write_text(json.dumps({"info": {"depth_kind": kind, "backend": backend}}))
+    return folder
+
+
+def _noisy_tracks(gt_work: Path, folder: Path, noise: float, outliers: float, seed: int = 0) -> Path:
+    tracks = Tracks.load(gt_work / "tracks")
+    rng = np.random.default_rng(seed)
+    xy = tracks.xy + rng.normal(0, noise, tracks.xy.shape).astype(np.float32)
+    bad = rng.random(tracks.visible.shape) < outliers
+    xy[bad] += rng.uniform(-8, 8, (int(bad.sum()), 2)).astype(np.float32)
+    Tracks(xy, tracks.visible, tracks.confidence, tracks.query_frame).save(folder)
+    return folder
+
+
+def test_ba_recovers_cameras_from_noisy_tracks(gt_work, tmp_path):
+    truth = Cameras.load(gt_work / "cameras")
+    tracks = _noisy_tracks(gt_work, tmp_path / "tracks", noise=0.2, outliers=0.03)
+    ctx = _ctx(gt_work, tmp_path / "out", tracks=tracks)
+    info = cameras.run(ctx, cameras.CamerasParams(backend="ba", focal_prior=1.1))
+    cams = Cameras.load(ctx.out)
+    assert info["method"] == "ba" == cams.method and info["unposed_frames"] == []
+    err = ate(cams.w2c, truth.w2c, convention="w2c")
+    assert err < 0.01 * _path_length(truth), (err, _path_length(truth))
+    assert abs(info["focal"] / truth.K[0, 0, 0] - 1) < 0.03, info["focal"]
+    assert info["reproj_error_px"]["median"] < 0.5 and info["ba"]["outliers"] > 0
+    points = SparsePoints.load(ctx.out)
+    assert len(points.xyz) > 100 and points.track_index.max() < len(Tracks.load(tracks).xy)
+
+
+def test_ba_with_disparity_depth_and_a_wrong_focal(gt_work, tmp_path):
+    """Depth only initialises the BA: a per-frame affine disparity still gives the cameras."""
+    truth = Cameras.load(gt_work / "cameras")
+    z = Depth.load(gt_work / "depth").depth.astype(np.float64)
+    rng = np.random.default_rng(1)
+    s, b = rng.uniform(0.5, 2, len(z)), rng.uniform(0, 0.3, len(z))
+    depth = _save_depth(tmp_path / "depth", s[:, None, None] / z + b[:, None, None], "disparity")
+    ctx = _ctx(gt_work, tmp_path / "out", depth=depth)
+    info = cameras.run(ctx, cameras.CamerasParams(backend="ba", focal_prior=0.7))
+    err = ate(Cameras.load(ctx.out).w2c, truth.w2c, convention="w2c")
+    assert err < 0.005 * _path_length(truth), err
+    assert abs(info["focal"] / truth.K[0, 0, 0] - 1) < 0.01
+
+
+@pytest.mark.skipif(not colmap.available(), reason="pycolmap is not installed (pip install pycolmap)")
+def test_pycolmap_registers_every_frame(gt_work, tmp_path):
+    truth = Cameras.load(gt_work / "cameras")
+    ctx = _ctx(gt_work, tmp_path / "out")
+    info = cameras.run(ctx, cameras.CamerasParams(backend="learned", focal_prior=1.2))
+    cams = Cameras.load(ctx.out)
+    assert info["method"] == "colmap" and info["registered_sfm"] == 16 == len(cams.w2c)
+    assert ate(cams.w2c, truth.w2c, convention="w2c") < 1e-3 * _path_length(truth)
+    assert abs(info["focal"] / truth.K[0, 0, 0] - 1) < 1e-3
+
+
+def test_static_video_gets_static_cameras(gt_work, tmp_path):
+    tracks = Tracks.load(gt_work / "tracks")
+    T = tracks.xy.shape[1]
+    rng = np.random.default_rng(0)
+    first = tracks.xy[np.arange(len(tracks.xy)), tracks.query_frame]
+    still = np.repeat(first[:, None], T, 1) + rng.normal(0, 0.05, tracks.xy.shape).astype(np.float32)
+    Tracks(still, tracks.visible, tracks.confidence, tracks.query_frame).save(tmp_path / "tracks")
+    ctx = _ctx(gt_work, tmp_path / "out", tracks=tmp_path / "tracks")
+    info = cameras.run(ctx, cameras.CamerasParams())
+    cams = Cameras.load(ctx.out)
+    assert info["method"] == "static" == cams.method and "static_reason" in info
+    np.testing.assert_array_equal(cams.w2c, np.tile(np.eye(4), (T, 1, 1)))
+    # align then fits every frame to a reference frame on the background
+    out = tmp_path / "align"
+    ainfo = align.run(_ctx(gt_work, out, cameras=ctx.out), align.AlignParams())
+    assert ainfo["reference_frame"] == T // 2 and Depth.load(out).depth.shape == Depth.load(gt_work / "depth").depth.shape
+
+
+@pytest.mark.parametrize("case", ["lost", "all_foreground"])
+def test_no_background_tracks_is_a_clear_error(gt_work, tmp_path, case):
+    tracks = Tracks.load(gt_work / "tracks")
+    masks = Masks.load(gt_work / "masks").masks
+    if case == "lost":
+        Tracks(tracks.xy, np.zeros_like(tracks.visible), tracks.confidence * 0, tracks.query_frame).save(tmp_path / "tracks")
+        Masks(masks).save(tmp_path / "masks")
+    else:
+        tracks.save(tmp_path / "tracks")
+        Masks(np.ones_like(masks)).save(tmp_path / "masks")
+    ctx = _ctx(gt_work, tmp_path / "out", tracks=tmp_path / "tracks", masks=tmp_path / "masks")
+    with pytest.raises(DynrecError, match=r"cameras: no background tracks.*cameras\.backend=static"):
+        cameras.run(ctx, cameras.CamerasParams(backend="learned"))
+
+
+def test_fit_scale_shift_with_outliers():
+    rng = np.random.default_rng(0)
+    z = rng.uniform(1, 8, 400)
+    m = (z + 0.4) / 2.5 * np.exp(rng.normal(0, 0.005, 400))
+    bad = rng.random(400) < 0.3
+    m[bad] = rng.uniform(0.1, 4, int(bad.sum()))
+    fit = fit_scale_shift(m, z)
+    assert abs(fit.scale - 2.5) < 0.02 and abs(fit.shift + 0.4) < 0.03
+    assert (fit.inliers[~bad]).mean() > 0.95 and (fit.inliers[bad]).mean() < 0.2
+    assert abs(fit_scale_shift(m[~bad] * 2.5, z[~bad], shift=False).scale - 1) < 0.1  # scale-only
+    assert fit_scale_shift(m[:1], z[:1]) is None
+
+
+@pytest.mark.parametrize("kind", ["depth", "disparity"])
+def test_align_recovers_per_frame_scale_and_shift(gt_work, tmp_path, kind):
+    z = Depth.load(gt_work / "depth").depth.astype(np.float64)
+    T = len(z)
+    rng = np.random.default_rng(2)
+    s, b = rng.uniform(0.5, 2, T), rng.uniform(-0.1, 0.1, T)
+    target = z if kind == "depth" else 1 / z
+    mono = (target - b[:, None, None]) / s[:, None, None]
+    bad = rng.random(mono.shape) < 0.1  # 10% of the pixels are wrong
+    mono[bad] *= rng.uniform(0.3, 3, int(bad.sum()))
+    depth = _save_depth(tmp_path / "depth", np.clip(mono, 1e-6, None), kind)
+    ctx = _ctx(gt_work, tmp_path / "out", depth=depth)
+    info = align.run(ctx, align.AlignParams())
+    assert info["fast_path"] is None and info["depth_kind"] == kind and info["frames_fitted"] == T
+    np.testing.assert_allclose(info["scale"], s, rtol=0.02)
+    np.testing.assert_allclose(info["shift"], b, atol=0.02 * np.abs(target).max())
+    out = Depth.load(ctx.out).depth
+    good = ~bad & (out > 0)
+    assert good.mean() > 0.85
+    assert np.median(np.abs(out[good] / z[good] - 1)) < 0.01
+
+
+def test_align_with_gt_depth_and_cameras_is_identity(gt_work, tmp_path):
+    truth = Depth.load(gt_work / "depth").depth
+    ctx = _ctx(gt_work, tmp_path / "fast", depth=_save_depth(tmp_path / "depth", truth, backend="gt"))
+    info = align.run(ctx, align.AlignParams())
+    assert info["fast_path"] == "gt" and info["scale"] == [1.0] * len(truth)
+    np.testing.assert_array_equal(Depth.load(ctx.out).depth, truth)
+    # the fit itself also finds the identity on exact inputs
+    ctx = _ctx(gt_work, tmp_path / "fit", depth=tmp_path / "depth")
+    info = align.run(ctx, align.AlignParams(gt_fast_path=False))
+    np.testing.assert_allclose(info["scale"], 1, atol=2e-3)
+    np.testing.assert_allclose(info["shift"], 0, atol=2e-3 * truth.max())
+    assert info["frames_fitted"] == len(truth) and info["points"] > 50
+
+
+def test_align_uses_the_cameras_sparse_points(gt_work, tmp_path):
+    """BA cameras live in their own scale: align maps gt depth into it (shift ~ 0)."""
+    ctx = _ctx(gt_work, tmp_path / "cams")
+    cameras.run(ctx, cameras.CamerasParams(backend="ba"))
+    cams = Cameras.load(ctx.out)
+    truth = Cameras.load(gt_work / "cameras")
+    sim = __import__("dynrec.metrics.pose", fromlist=["align_trajectory"]).align_trajectory(
+        cams.w2c, truth.w2c, convention="w2c")[2]
+    info = align.run(_ctx(gt_work, tmp_path / "align", cameras=ctx.out), align.AlignParams())
+    z = Depth.load(gt_work / "depth").depth
+    np.testing.assert_allclose(info["scale"], 1 / sim.scale, rtol=5e-3)
+    out = Depth.load(tmp_path / "align").depth
+    np.testing.assert_allclose(np.median(out / z), 1 / sim.scale, rtol=5e-3)
+    shutil.rmtree(tmp_path / "cams")
+
+
+def test_panning_camera_is_initialised_as_a_rotation(tmp_path):
+    """A camera turning on the spot over a distant scene (where depth + PnP is ambiguous):
+    detected as rotation-dominant, focal self-calibrated, rotations recovered."""
+    import torch
+
+    from dynrec.artifacts import Frames
+    from dynrec.geometry.camera import project
+    from dynrec.geometry.se3 import so3_exp
+
+    T, W, H, f = 20, 160, 120, 260.0
+    rng = np.random.default_rng(0)
+    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    w2c = np.tile(np.eye(4), (T, 1, 1))
+    w2c[:, :3, :3] = so3_exp(torch.tensor([[0.004 * t, 0.012 * t, 0.0] for t in range(T)], dtype=torch.float64)).numpy()
+    dirs = np.c_[rng.uniform(-0.6, 0.9, 600), rng.uniform(-0.5, 0.5, 600), np.ones(600)]
+    pts = dirs * rng.uniform(50, 80, (600, 1))
+    xy = np.zeros((600, T, 2))
+    vis = np.zeros((600, T), bool)
+    for t in range(T):
+        uv, z = project(pts, K, w2c[t])
+        xy[:, t] = uv + rng.normal(0, 0.2, uv.shape)
+        vis[:, t] = (z > 0) & (uv[:, 0] > 0) & (uv[:, 0] < W) & (uv[:, 1] > 0) & (uv[:, 1] < H)
+    work = tmp_path / "work"
+    Frames(np.zeros((T, H, W, 3), np.uint8), 10.0, np.arange(T)).save(work / "frames")
+    Tracks(xy.astype(np.float32), vis, vis.astype(np.float32), vis.argmax(1)).save(work / "tracks")
+    Masks(np.zeros((T, H, W), bool)).save(work / "masks")
+    _save_depth(work / "depth", np.ones((T, H, W)))
+    ctx = _ctx(work, tmp_path / "out")
+    info = cameras.run(ctx, cameras.CamerasParams(backend="ba"))
+    assert info["init"] == "rotation" and info["rotation_dominance"] < 0.05
+    assert abs(info["focal"] / f - 1) < 0.1, info["focal"]
+    cams = Cameras.load(ctx.out)
+    R = cams.w2c[:, :3, :3].astype(np.float64)
+    rel_est = R[1:] @ R[:-1].transpose(0, 2, 1)
+    rel_true = w2c[1:, :3, :3] @ w2c[:-1, :3, :3].transpose(0, 2, 1)
+    cos = (np.trace(rel_est.transpose(0, 2, 1) @ rel_true, axis1=1, axis2=2) - 1) / 2
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() < 0.1
