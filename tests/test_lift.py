@@ -196,3 +196,27 @@ def test_fps_idw_and_knn_distance_helpers():
     )
     torch.testing.assert_close(w, torch.tensor([[0.8, 0.2]], dtype=D))  # 1/1 : 1/4
     torch.testing.assert_close(mean_knn_distance(pts[:2], 3), torch.tensor([0.1, 0.1], dtype=D))
+
+
+def test_to_canonical_undoes_the_basis_of_the_nearest_track():
+    from dynrec.geometry.lift import to_canonical
+    from dynrec.geometry.se3 import make_transform, so3_exp, transform_points
+
+    gen = torch.Generator().manual_seed(0)
+    T = 3
+    # two clusters far apart, each moving rigidly with its own basis (identity at t = 0)
+    bases = torch.eye(4, dtype=torch.float64).repeat(2, T, 1, 1)
+    for m, (axis, shift) in enumerate([((0.0, 0.0, 0.4), (0.3, 0.0, 0.0)), ((0.2, -0.3, 0.0), (0.0, 0.5, 0.1))]):
+        for t in range(1, T):
+            R = so3_exp(torch.tensor(axis, dtype=torch.float64) * t)
+            bases[m, t] = make_transform(R, torch.tensor(shift, dtype=torch.float64) * t)
+    centres = torch.tensor([[0.0, 0.0, 0.0], [5.0, 5.0, 0.0]], dtype=torch.float64)
+    canon_tracks = torch.cat([c + 0.2 * torch.randn(10, 3, generator=gen, dtype=torch.float64) for c in centres])
+    labels = torch.tensor([0] * 10 + [1] * 10)
+    xyz = torch.stack([transform_points(bases[labels, t], canon_tracks) for t in range(T)], dim=1)
+    valid = torch.ones(20, T, dtype=torch.bool)
+    canon_points = torch.cat([c + 0.2 * torch.randn(30, 3, generator=gen, dtype=torch.float64) for c in centres])
+    point_labels = torch.tensor([0] * 30 + [1] * 30)
+    seen_at_2 = transform_points(bases[point_labels, 2], canon_points)
+    back = to_canonical(seen_at_2, 2, xyz, valid, labels, bases)
+    torch.testing.assert_close(back, canon_points)

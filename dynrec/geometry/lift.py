@@ -276,3 +276,21 @@ def init_nodes(
     else:
         radii = (canonical_xyz - positions).norm(dim=-1).mean().clamp_min(1e-6)[None]
     return positions, coefficients, radii.clamp_min(1e-6)
+
+
+def to_canonical(points: Tensor, t: int, track_xyz: Tensor, track_valid: Tensor, labels: Tensor,
+                 bases: Tensor) -> Tensor:
+    """Carry points seen at frame ``t`` back to the canonical frame with the motion basis of
+    their nearest lifted track (HiMoR §3.2.3 bases map canonical -> t, so this applies the
+    inverse).
+
+    ``points`` [P, 3] world points at frame t; ``track_xyz`` [N, T, 3] and ``track_valid``
+    [N, T] the lifted tracks; ``labels`` [N] their basis; ``bases`` [M, T, 4, 4]. Returns
+    [P, 3]; points are returned unchanged when no track is valid at t.
+    """
+    valid = torch.nonzero(track_valid[:, t])[:, 0]
+    if len(valid) == 0 or len(points) == 0:
+        return points
+    nearest = valid[torch.cdist(points, track_xyz[valid, t]).argmin(dim=1)]
+    back = invert(bases[labels[nearest], t])
+    return transform_points(back, points)

@@ -12,7 +12,7 @@ import torch
 from dynrec.artifacts import Cameras, Depth, Frames, Lift, Masks, Tracks
 from dynrec.errors import DynrecError
 from dynrec.geometry.camera import pixel_centers, unproject
-from dynrec.geometry.lift import canonical_frame, fill_gaps, init_nodes, lift_tracks, motion_bases
+from dynrec.geometry.lift import canonical_frame, fill_gaps, init_nodes, lift_tracks, motion_bases, to_canonical
 from dynrec.stages.base import StageContext, StageSpec
 
 
@@ -20,13 +20,16 @@ from dynrec.stages.base import StageContext, StageSpec
 class LiftParams:
     """``n_bases`` M1 motion bases; ``n_nodes`` level-1 nodes; ``min_valid`` frames a track
     needs with lifted depth; ``fg_fraction`` of its visible samples inside the mask for a
-    track to count as foreground; ``max_fg_points`` / ``max_bg_points`` sizes of the seed
+    track to count as foreground; ``fg_frames`` frames (the canonical one and others spread
+    over the video) whose foreground pixels seed the foreground cloud, carried to the
+    canonical frame by the motion basis of their nearest track; ``max_fg_points`` / ``max_bg_points`` sizes of the seed
     point clouds; ``bg_frames`` frames sampled for the background cloud; ``seed``."""
 
     n_bases: int = 10
     n_nodes: int = 50
     min_valid: int = 2
     fg_fraction: float = 0.6
+    fg_frames: int = 4
     max_fg_points: int = 20000
     max_bg_points: int = 40000
     bg_frames: int = 8
@@ -70,6 +73,27 @@ def point_cloud(frames: np.ndarray, depth: np.ndarray, select: np.ndarray, cams:
     return pts.astype(np.float32), cols.astype(np.float32)
 
 
+def foreground_cloud(frames: np.ndarray, depth: np.ndarray, masks: np.ndarray, cams: Cameras, canonical: int,
+                     xyz: torch.Tensor, valid: torch.Tensor, labels: torch.Tensor, bases: torch.Tensor,
+                     params: LiftParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground pixels of ``fg_frames`` frames, in the canonical frame: parts hidden at the
+    canonical frame still get Gaussians. Returns (points [P, 3], colours [P, 3])."""
+    T = depth.shape[0]
+    others = [int(round(x)) for x in np.linspace(0, T - 1, max(params.fg_frames - 1, 0))]
+    ts = [canonical] + [t for t in dict.fromkeys(others) if t != canonical]
+    points, colors = [], []
+    for t in ts:
+        pts, cols = point_cloud(frames, depth, masks, cams, [t], params.max_fg_points, rng)
+        pts_c = to_canonical(torch.from_numpy(pts).double(), t, xyz, valid, labels, bases)
+        points.append(pts_c.float().numpy())
+        colors.append(cols)
+    pts, cols = np.concatenate(points), np.concatenate(colors)
+    if len(pts) > params.max_fg_points:
+        idx = rng.choice(len(pts), params.max_fg_points, replace=False)
+        pts, cols = pts[idx], cols[idx]
+    return pts, cols
+
+
 def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
     tracks = Tracks.load(ctx.inputs["tracks"])
     depth = Depth.load(ctx.inputs["align"]).depth  # depth aligned to the cameras
@@ -96,7 +120,7 @@ def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
     rng = np.random.default_rng(params.seed)
     T = depth.shape[0]
     bg_ts = sorted({int(round(x)) for x in np.linspace(0, T - 1, min(params.bg_frames, T))})
-    fg_pts, fg_cols = point_cloud(frames, depth, masks, cams, [canonical], params.max_fg_points, rng)
+    fg_pts, fg_cols = foreground_cloud(frames, depth, masks, cams, canonical, xyz, valid, labels, bases, params, rng)
     bg_pts, bg_cols = point_cloud(frames, depth, ~masks, cams, bg_ts, params.max_bg_points, rng)
     if len(fg_pts) == 0:
         raise DynrecError(f"lift: the canonical frame {canonical} has no foreground pixels with depth")
@@ -107,6 +131,6 @@ def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
 
 
 STAGE = StageSpec(
-    name="lift", version=2, upstream=("frames", "align", "tracks", "masks", "cameras"), params=LiftParams,
+    name="lift", version=3, upstream=("frames", "align", "tracks", "masks", "cameras"), params=LiftParams,
     run=run, summary="3D tracks, motion bases and nodes (HiMoR init)",
 )
