@@ -1,6 +1,19 @@
-"""`python -m bench`: run every benchmark; each writes its JSON under bench/results/."""
+"""`python -m bench`: run every benchmark; each writes its JSON under bench/results/.
 
-from bench import bench_raster
+``python -m bench raster recon`` runs only the named ones. The rasterizer benchmark takes
+about a minute, cameras about 5, recon about 20 (two reconstructions of the `small` scene).
+"""
+
+import sys
+
+from bench import bench_cameras, bench_raster, bench_recon
+
+BENCHES = {"raster": bench_raster.main, "cameras": bench_cameras.main, "recon": lambda: bench_recon.main([])}
 
 if __name__ == "__main__":
-    bench_raster.main()
+    names = sys.argv[1:] or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        sys.exit(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHES)}")
+    for name in names:
+        BENCHES[name]()

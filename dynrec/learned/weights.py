@@ -1,0 +1,139 @@
+"""Where learned-backend weights are looked up, and the error when they are not there.
+
+A hub id ``org/name`` is resolved, without downloading anything, to the first folder that
+holds a ``config.json`` among
+
+1. ``<dir>/org/name``, ``<dir>/org--name``, ``<dir>/name`` for ``dir`` in ``--weights-dir``
+   then ``$DYNREC_WEIGHTS`` (see :func:`dynrec.metrics.weights.search_dirs`),
+2. the Hugging Face hub cache (``snapshot_download(local_files_only=True)``).
+
+A plain file (a torch checkpoint) is looked for as ``<dir>/<file>`` in the same folders and
+then in ``$TORCH_HOME/hub/checkpoints``. A miss raises :class:`WeightsMissing`, which names
+the model, every place searched, and what to do (``--weights-dir``, ``DYNREC_WEIGHTS`` or the
+``--offline`` backends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from dynrec.errors import DynrecError
+from dynrec.metrics.weights import search_dirs, torch_hub_checkpoints
+
+OFFLINE_HINT = (
+    "put the weights in --weights-dir DIR (or DYNREC_WEIGHTS) as DIR/<org>/<name>, "
+    "fetch them once with network access, or use --offline for the offline backends"
+)
+
+
+class WeightsMissing(DynrecError):
+    """The weights of a learned backend are not available locally (and nothing is
+    downloaded). ``model`` is the model id or file, ``searched`` the places tried."""
+
+    def __init__(
+        self, model: str, searched: Sequence[Path | str], hint: str = "", backend: str = ""
+    ):
+        self.model = model
+        self.searched = [str(p) for p in searched]
+        where = ", ".join(self.searched) if self.searched else "(no folder configured)"
+        who = f"{backend}: " if backend else ""
+        msg = f"{who}weights for '{model}' not found (looked in: {where}); {OFFLINE_HINT}"
+        if hint:
+            msg += f"; {hint}"
+        super().__init__(msg)
+
+
+def candidate_folders(model_id: str, weights_dir: Path | str | None) -> list[Path]:
+    """The local folders tried for ``model_id``, in order."""
+    out: list[Path] = []
+    p = Path(model_id).expanduser()
+    if p.is_absolute() or model_id.startswith("."):
+        out.append(p)
+    name = model_id.rsplit("/", 1)[-1]
+    for d in search_dirs(weights_dir):
+        for sub in dict.fromkeys([model_id, model_id.replace("/", "--"), name]):
+            out.append(d / sub)
+    return out
+
+
+def hub_cache_snapshot(model_id: str) -> Path | None:
+    """The cached hub snapshot folder of ``model_id`` (nothing is downloaded), or None."""
+    if "/" not in model_id or Path(model_id).expanduser().is_dir():
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        p = Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any cache problem means "not cached"
+        return None
+    return p if (p / "config.json").is_file() else None
+
+
+def resolve_model(
+    model_id: str, weights_dir: Path | str | None, backend: str = "", hint: str = ""
+) -> Path:
+    """The local folder (with ``config.json``) holding ``model_id``; see the module docstring.
+
+    Raises:
+        WeightsMissing: not in any weights folder nor in the hub cache.
+    """
+    folders = candidate_folders(model_id, weights_dir)
+    for f in folders:
+        if (f / "config.json").is_file():
+            return f
+    snap = hub_cache_snapshot(model_id)
+    if snap is not None:
+        return snap
+    raise WeightsMissing(model_id, [*folders, "Hugging Face cache"], hint, backend)
+
+
+def find_file(
+    filename: str | Path, weights_dir: Path | str | None, backend: str = "", hint: str = ""
+) -> Path:
+    """A checkpoint file: ``filename`` itself when it exists, else ``<dir>/<filename>`` over the
+    weights folders and ``$TORCH_HOME/hub/checkpoints``. Raises :class:`WeightsMissing`."""
+    p = Path(filename).expanduser()
+    if p.is_file():
+        return p
+    dirs = [*search_dirs(weights_dir), torch_hub_checkpoints()]
+    for d in dirs:
+        if (d / p.name).is_file():
+            return d / p.name
+    searched = [p, *dirs] if p.parent != Path() else dirs
+    raise WeightsMissing(str(filename), searched, hint, backend)
+
+
+def hf_quiet():
+    """A context manager that turns transformers' progress bars off while loading."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def _quiet():
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+
+    return _quiet()
+
+
+def load_pretrained(cls, folder: Path, model_id: str, backend: str, **kwargs):
+    """``cls.from_pretrained(folder, local_files_only=True)``, with load failures turned into
+    :class:`WeightsMissing` naming the folder."""
+    try:
+        with hf_quiet():
+            return cls.from_pretrained(str(folder), local_files_only=True, **kwargs)
+    except (OSError, ValueError) as e:
+        raise WeightsMissing(model_id, [folder], f"could not load it ({e})", backend) from e
+
+
+def torch_device(device) -> torch.device:  # noqa: F821 - string annotation only
+    import torch
+
+    return torch.device(device) if device is not None else torch.device("cpu")
