@@ -32,6 +32,7 @@ def preprocess(
     video: Annotated[Path | None, typer.Argument(help="Input video or image folder (default: the one recorded in WORK).")] = None,
     out: Annotated[Path, typer.Option("-o", "--out", help="Work directory to create or resume.")] = ...,
     gt: Annotated[Path | None, typer.Option("--gt", help="Fill masks, depth, tracks, cameras, keypoints from this synth scene's ground truth.")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Use the offline backends (no learned models); with --gt the scene is kept for evaluation.")] = False,
     from_: Annotated[str | None, typer.Option("--from", help="Redo this stage and everything after it.")] = None,
     only: Annotated[str | None, typer.Option("--only", help="Run just this stage (its inputs must be done).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage.")] = False,
@@ -51,7 +52,7 @@ def preprocess(
             (("stride", stride), ("max_frames", max_frames), ("long_side", long_side)) if v is not None]
     sets += [f"run.device={device}"] if device else []
     runner = open_runner(out, create=True, source=video, gt=gt, preset=preset, config_file=config,
-                         sets=sets + list(set_ or []), console=err)
+                         sets=sets + list(set_ or []), console=err, offline=offline)
     if runner.source is None:
         raise DynrecError(f"no input video: give one, e.g. `dynrec preprocess video.mp4 -o {out}`")
     runner.run(PREPROCESS, from_=from_, only=only, force=force)

@@ -56,3 +56,16 @@ def test_corrupted_artifacts_via_cli(cli, scene, tmp_path):
     r = cli("preprocess", "-o", work)  # rebuilds frames and tracks, then the rest
     assert r.code == 0, r.err
     assert Tracks.load(work / "tracks").xy.shape[1] == 16
+
+
+def test_offline_flag_switches_backends_and_keeps_the_scene_for_evaluation(cli, scene, tmp_path):
+    import tomllib
+
+    from dynrec.pipeline.registry import GT_STAGES
+
+    work = tmp_path / "w"
+    result = cli("preprocess", scene / "video.mp4", "-o", work, "--gt", scene, "--offline", "--only", "frames")
+    assert result.code == 0, result.err
+    config = tomllib.loads((work / "dynrec.toml").read_text())
+    assert config["input"]["gt"] == str(scene.resolve())
+    assert {config[s]["backend"] for s in GT_STAGES} == {"offline"}

@@ -25,9 +25,14 @@ def open_runner(
     sets: list[str] | None = None,
     console: Console | None = None,
     save: bool = True,
+    offline: bool = False,
 ) -> Runner:
     """Validate the work dir, resolve config (saved / preset / file / ``--set``), resolve the
-    device, and write the resolved config to ``WORK/dynrec.toml`` when ``save``."""
+    device, and write the resolved config to ``WORK/dynrec.toml`` when ``save``.
+
+    ``gt`` records a ground-truth scene and switches the stages that have a ``gt`` backend
+    to it; ``offline`` switches them to their ``offline`` backends instead (with ``gt``, the
+    scene then serves evaluation and held-out renders only)."""
     if source is not None and not source.exists():
         raise DynrecError(f"input not found: {source}")
     if gt is not None and not (gt / "scene.json").is_file():
@@ -37,7 +42,11 @@ def open_runner(
     if source is not None:
         pre.append(f"input.source={source.resolve()}")
     if gt is not None:
-        pre += [f"input.gt={gt.resolve()}", *(f"{s}.backend=gt" for s in GT_STAGES)]
+        pre.append(f"input.gt={gt.resolve()}")
+    if offline:
+        pre += [f"{s}.backend=offline" for s in GT_STAGES]
+    elif gt is not None:
+        pre += [f"{s}.backend=gt" for s in GT_STAGES]
     config = resolve(REGISTRY, saved=workdir.config_file, preset=preset, config_file=config_file,
                      sets=pre + list(sets or []))
     device = resolve_device(config.run.device)
