@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dynrec.artifacts import Depth, Frames, Masks, Tracks
 from dynrec.errors import DynrecError
 from dynrec.stages.base import StageContext, StageSpec, pick_backend
@@ -91,7 +93,7 @@ def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
         size = source_size(ctx.source) or (W, H)
         prompt = parse_prompt(params.prompt, params.prompt_frame, T, W, H, (W / size[0], H / size[1]))
         subject = prompt_tracks(tracks.xy, tracks.visible, prompt, params.prompt_radius)
-    depth = Depth.load(ctx.inputs["depth"]).depth if depth_kind(ctx) == "depth" else None
+    depth = z_depth(ctx)
     motion = replace(MotionParams(), threshold_px=params.threshold_px)
     verified = tracks.visible & (tracks.confidence >= 0.5)
     ctx.progress("motion", 0, T)
@@ -109,6 +111,14 @@ def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
     return {"backend": "offline", "moving_tracks": moving, "empty_frames": empty,
             "foreground_fraction": float(masks.mean()), "depth_used": depth is not None,
             "prompt_tracks": None if subject is None else len(subject)}
+
+
+def z_depth(ctx: StageContext) -> np.ndarray | None:
+    """The depth stage's maps [T, H, W] when there are some and they are z-depth, else None
+    (relative disparity cannot lift points)."""
+    if "depth" not in ctx.inputs or depth_kind(ctx) != "depth":
+        return None
+    return Depth.load(ctx.inputs["depth"]).depth
 
 
 BACKENDS = {"gt": _gt, "offline": _offline}

@@ -54,7 +54,7 @@ def _offline(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
     if params.grid_size < 2 or params.query_every < 1 or params.dense_factor < 1 or params.patch_radius < 1:
         raise DynrecError("tracks: grid_size must be >= 2, query_every, dense_factor and patch_radius >= 1")
     frames = Frames.load(ctx.inputs["frames"]).images
-    depth = Depth.load(ctx.inputs["depth"]).depth if depth_kind(ctx) == "depth" else None
+    depth = z_depth(ctx)
     track = TrackParams()
     track = replace(track, patch=replace(track.patch, radius=params.patch_radius), fb_chain=params.fb_px,
                     max_residual=params.max_residual)
@@ -70,8 +70,16 @@ def _offline(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
             f"tracks: all {N} tracks were lost right after their query frames; the video may be too "
             "blurred, fast or noisy for the offline tracker (try --set tracks.fb_px=1.0 or another backend)")
     Tracks(result.xy, result.visible, result.confidence, found.query_frame).save(ctx.out)
-    return {"backend": "offline", "tracks": N, "moving_tracks": int((found.moving >= seeds.motion.min_score).sum()),
+    return {"backend": "offline", "tracks": N, "moving_tracks": int(found.moving.sum()),
             "visible_fraction": float(result.visible.mean()), "depth_used": depth is not None}
+
+
+def z_depth(ctx: StageContext) -> np.ndarray | None:
+    """The depth stage's maps [T, H, W] when there are some and they are z-depth, else None
+    (relative disparity cannot lift points)."""
+    if "depth" not in ctx.inputs or depth_kind(ctx) != "depth":
+        return None
+    return Depth.load(ctx.inputs["depth"]).depth
 
 
 BACKENDS = {"gt": _gt, "offline": _offline}

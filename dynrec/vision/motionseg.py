@@ -1,0 +1,453 @@
+"""Motion segmentation from point tracks (the ``offline`` masks), numpy + OpenCV.
+
+1. **Which tracks move on their own** (:func:`motion_scores`): for frame pairs
+   ``(t, t + g)`` over several gaps ``g``, the camera motion is fitted to the tracks robustly
+   (RANSAC on a spatially uniform subset, so a densely tracked subject cannot outvote the
+   background) and each track's residual is measured:
+
+   * with z-depth: the tracks are lifted at ``t`` with the depth and a pinhole prior
+     (focal ``0.9 max(W, H)``, principal point at the centre) and a PnP pose maps them into
+     ``t + g``; the reprojection residual sees any independent motion, also motion along
+     the epipolar lines, which a fundamental matrix cannot see (a subject that sways while
+     the camera orbits it moves mostly along them);
+   * without depth: a fundamental matrix and the Sampson distance;
+   * a camera that does not move (median displacement under ``static_px``): the
+     displacement itself.
+
+   A track's score is the fraction of its pairs whose residual exceeds
+   ``max(threshold_px, 3 x the inliers' median residual)``; a frame's score uses the pairs
+   that include it.
+2. **Dense masks** (:func:`segment`), per frame: tracks that move (enough pairs, and in that
+   frame) are foreground seeds, kept when they form a cluster (isolated mistracked points
+   are dropped); still tracks are background seeds; beyond ``reach`` of every foreground
+   seed is background, and so is, with depth, every pixel the static-scene prediction of
+   neighbouring frames explains (:func:`change_map`). ``cv2.grabCut`` on a chroma-weighted
+   Lab image labels the rest; a 3-frame majority smooths the masks in time; a second,
+   boundary-only GrabCut on plain Lab settles the one-pixel rim (video chroma is
+   subsampled, so chroma alone smears the subject outwards).
+3. A **prompt** names the subject (:func:`prompt_tracks`): its tracks are foreground seeds
+   wherever visible (a subject that happens to be still is kept) and, in every frame, only
+   the mask components that hold one of them are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from dynrec.errors import DynrecError
+
+
+@dataclass(frozen=True)
+class MotionParams:
+    """``gaps``: frame gaps of the pairs compared; ``threshold_px``: smallest residual that
+    counts as independent motion; ``cell``: grid cell (pixels) of the spatially uniform
+    RANSAC subset; ``static_px``: below this median displacement a pair has a still camera;
+    ``focal``: pinhole prior in units of max(W, H); ``max_depth_step``: relative depth range across a bilinear sample
+    above which the depth is not used (silhouettes); ``prior_pairs``: a frame's own score is
+    shrunk towards the track's as if it had this many more pairs with the track's score."""
+
+    gaps: tuple[int, ...] = (2, 4, 8, 16)
+    threshold_px: float = 1.0
+    cell: float = 8.0
+    static_px: float = 0.5
+    focal: float = 0.9
+    max_depth_step: float = 0.05
+    prior_pairs: float = 4.0
+
+
+def _pinhole(width: int, height: int, focal: float) -> np.ndarray:
+    """OpenCV camera matrix (pixel centres at integers) of the pinhole prior."""
+    f = focal * max(width, height)
+    return np.array([[f, 0.0, width / 2 - 0.5], [0.0, f, height / 2 - 0.5], [0.0, 0.0, 1.0]])
+
+
+def sample_depth(depth: np.ndarray, xy: np.ndarray, max_step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear z-depth of ``depth`` [H, W] at ``xy`` [P, 2] (+0.5 centres) -> (z [P], ok [P]).
+
+    ``ok`` is False where a neighbour is unknown (0) or the neighbours span more than
+    ``max_step`` of the nearest depth (a depth edge)."""
+    H, W = depth.shape
+    u = np.clip(xy[:, 0] - 0.5, 0, W - 1.001)
+    v = np.clip(xy[:, 1] - 0.5, 0, H - 1.001)
+    u0, v0 = np.floor(u).astype(int), np.floor(v).astype(int)
+    u1, v1 = np.minimum(u0 + 1, W - 1), np.minimum(v0 + 1, H - 1)
+    fu, fv = u - u0, v - v0
+    corners = np.stack([depth[v0, u0], depth[v0, u1], depth[v1, u0], depth[v1, u1]])
+    z = (1 - fv) * ((1 - fu) * corners[0] + fu * corners[1]) + fv * ((1 - fu) * corners[2] + fu * corners[3])
+    lo, hi = corners.min(0), corners.max(0)
+    ok = (lo > 0) & (hi - lo <= max_step * np.maximum(lo, 1e-12)) & np.isfinite(z)
+    return z, ok
+
+
+def uniform_subset(xy: np.ndarray, cell: float) -> np.ndarray:
+    """Indices of one point per ``cell`` x ``cell`` grid cell of ``xy`` [P, 2] (the first)."""
+    key = np.floor(xy / cell).astype(np.int64)
+    _, first = np.unique(key[:, 0] * 1_000_003 + key[:, 1], return_index=True)
+    return np.sort(first)
+
+
+def _sampson(F: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """Sampson distance (pixels) of correspondences x1 -> x2 [P, 2] under F."""
+    h1 = np.c_[x1, np.ones(len(x1))]
+    h2 = np.c_[x2, np.ones(len(x2))]
+    Fx1, Ftx2 = h1 @ F.T, h2 @ F
+    num = np.sum(h2 * Fx1, axis=1) ** 2
+    den = Fx1[:, 0] ** 2 + Fx1[:, 1] ** 2 + Ftx2[:, 0] ** 2 + Ftx2[:, 1] ** 2
+    return np.sqrt(num / np.maximum(den, 1e-12))
+
+
+def pair_residuals(x1: np.ndarray, x2: np.ndarray, z1: np.ndarray | None, K: np.ndarray,
+                   params: MotionParams) -> tuple[np.ndarray, float] | None:
+    """Residuals [P] (pixels) of correspondences ``x1`` -> ``x2`` [P, 2] against the camera
+    motion, and the inliers' median residual; None when no model could be fitted.
+
+    ``z1`` [P]: depth at ``x1`` (use PnP) or None (fundamental matrix)."""
+    disp = np.linalg.norm(x2 - x1, axis=1)
+    if np.median(disp) < params.static_px:
+        return disp, float(np.median(disp))
+    sub = uniform_subset(x1, params.cell)
+    if len(sub) < 8:
+        return None
+    a, b = x1 - 0.5, x2 - 0.5  # OpenCV pixel centres are at integers
+    thr = 2 * params.threshold_px
+    if z1 is not None:
+        X = np.c_[(a - K[:2, 2]) / np.diag(K)[:2], np.ones(len(a))] * z1[:, None]
+        found, rvec, tvec, inl = cv2.solvePnPRansac(X[sub], b[sub], K, None, reprojectionError=thr,
+                                                    iterationsCount=300, confidence=0.999, flags=cv2.SOLVEPNP_EPNP)
+        if not found or inl is None or len(inl) < 6:
+            return None
+        inl = sub[inl[:, 0]]
+        rvec, tvec = cv2.solvePnPRefineLM(X[inl], b[inl], K, None, rvec, tvec)
+        proj, _ = cv2.projectPoints(X, rvec, tvec, K, None)
+        res = np.linalg.norm(proj[:, 0] - b, axis=1)
+    else:
+        F, mask = cv2.findFundamentalMat(a[sub], b[sub], cv2.FM_RANSAC, thr, 0.999)
+        if F is None or F.shape != (3, 3) or mask is None:
+            return None
+        inl = sub[mask[:, 0] > 0]
+        res = _sampson(F, a, b)
+    return res, float(np.median(res[inl])) if len(inl) else float(np.median(res))
+
+
+@dataclass
+class MotionScores:
+    """``track`` [N]: fraction of the compared frame pairs in which a track moved against the
+    camera motion; ``pairs`` [N]: in how many pairs it was compared; ``sample`` [N, T]: the
+    same over the pairs that include frame t, shrunk towards ``track`` (NaN where none)."""
+
+    track: np.ndarray
+    pairs: np.ndarray
+    sample: np.ndarray
+
+
+def motion_scores(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray | None, size: tuple[int, int],
+                  params: MotionParams | None = None) -> MotionScores:
+    """Independent-motion scores of tracks (see :class:`MotionScores`).
+
+    Args:
+        xy: [N, T, 2] tracks (pixels, +0.5 centres); visible: [N, T] bool, the samples to use.
+        depth: [T, H, W] z-depth (any scale, 0 = unknown) or None (fundamental matrices).
+        size: (width, height) of the frames.
+    """
+    params = params or MotionParams()
+    N, T, _ = xy.shape
+    K = _pinhole(size[0], size[1], params.focal)
+    hits = np.zeros((N, T))
+    pairs = np.zeros((N, T))
+    for gap in params.gaps:
+        for t in range(T - gap):
+            idx = np.flatnonzero(visible[:, t] & visible[:, t + gap])
+            z = None
+            if depth is not None:
+                z, ok = sample_depth(depth[t], xy[idx, t].astype(np.float64), params.max_depth_step)
+                idx, z = idx[ok], z[ok]
+            if len(idx) < 12:
+                continue
+            fit = pair_residuals(xy[idx, t].astype(np.float64), xy[idx, t + gap].astype(np.float64), z, K, params)
+            if fit is None:
+                continue
+            res, scale = fit
+            moved = res > max(params.threshold_px, 3 * scale)
+            for u in (t, t + gap):
+                hits[idx, u] += moved
+                pairs[idx, u] += 1
+    total = pairs.sum(1) / 2  # every pair was counted at both of its frames
+    track = hits.sum(1) / 2 / np.maximum(total, 1)
+    # a frame with few pairs (e.g. at the ends of the video) leans on the whole track
+    sample = (hits + params.prior_pairs * track[:, None]) / (pairs + params.prior_pairs)
+    return MotionScores(track, total, np.where(pairs > 0, sample, np.nan))
+
+
+def prompt_tracks(xy: np.ndarray, visible: np.ndarray, prompt: tuple[int, float, float], radius: float) -> np.ndarray:
+    """Tracks visible at the prompt frame within ``radius`` px of the prompt (the nearest
+    one when none is that close) -> indices [P]."""
+    t, x, y = prompt
+    idx = np.flatnonzero(visible[:, t])
+    if len(idx) == 0:
+        return idx
+    d = np.linalg.norm(xy[idx, t] - np.array([x, y]), axis=1)
+    near = idx[d <= radius]
+    return near if len(near) else idx[[int(np.argmin(d))]]
+
+
+def relative_pose(x1: np.ndarray, x2: np.ndarray, z1: np.ndarray, K: np.ndarray, threshold: float
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Camera motion (R [3, 3], t [3]) mapping frame-1 camera points to frame 2, by PnP on
+    correspondences ``x1`` -> ``x2`` [P, 2] (+0.5 centres) with depth ``z1`` [P]; None if it fails."""
+    if len(x1) < 6:
+        return None
+    a, b = x1 - 0.5, x2 - 0.5
+    X = np.c_[(a - K[:2, 2]) / np.diag(K)[:2], np.ones(len(a))] * z1[:, None]
+    found, rvec, tvec, inl = cv2.solvePnPRansac(X, b, K, None, reprojectionError=threshold, iterationsCount=300,
+                                                confidence=0.999, flags=cv2.SOLVEPNP_EPNP)
+    if not found or inl is None or len(inl) < 6:
+        return None
+    rvec, tvec = cv2.solvePnPRefineLM(X[inl[:, 0]], b[inl[:, 0]], K, None, rvec, tvec)
+    return cv2.Rodrigues(rvec)[0], tvec[:, 0]
+
+
+def change_map(frames: np.ndarray, depth: np.ndarray, t: int, poses: dict[int, tuple[np.ndarray, np.ndarray]],
+               K: np.ndarray, blur: float = 1.0) -> np.ndarray:
+    """How much frame ``t`` differs from the static-scene prediction [H, W] (NaN where unknown).
+
+    Every pixel of frame ``t`` is moved with its depth and the camera motion ``poses[u]``
+    (frame t -> frame u, see :func:`relative_pose`) into frame ``u``; the colour difference
+    (RGB in [0, 1], after a Gaussian blur of ``blur`` px against aliasing) is taken where
+    frame ``u`` sees the same surface (not occluded: its depth there is not nearer), and the
+    median over the frames ``u`` is returned. Static surfaces give ~0, moving ones do not.
+    """
+    H, W = depth.shape[1:]
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float64)
+    rays = np.stack([(xs - K[0, 2]) / K[0, 0], (ys - K[1, 2]) / K[1, 1], np.ones_like(xs)], axis=-1)
+    ref = cv2.GaussianBlur(frames[t].astype(np.float32) / 255.0, (0, 0), blur)
+    X = rays * depth[t][..., None]
+    diffs = []
+    for u, (R, tv) in poses.items():
+        Y = X @ R.T + tv
+        z = np.where(Y[..., 2] > 1e-9, Y[..., 2], np.nan)
+        mx = (Y[..., 0] / z * K[0, 0] + K[0, 2]).astype(np.float32)
+        my = (Y[..., 1] / z * K[1, 1] + K[1, 2]).astype(np.float32)
+        other = cv2.GaussianBlur(frames[u].astype(np.float32) / 255.0, (0, 0), blur)
+        seen = cv2.remap(other, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(np.nan,) * 3)
+        zu = cv2.remap(depth[u].astype(np.float32), mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                       borderValue=0.0)
+        d = np.linalg.norm(seen - ref, axis=-1)
+        d[~(zu >= 0.9 * z) | (depth[t] <= 0)] = np.nan  # hidden in u, unknown depth or outside
+        diffs.append(d)
+    if not diffs:
+        return np.full((H, W), np.nan, np.float32)
+    stack = np.stack(diffs)
+    out = np.full((H, W), np.nan, np.float32)
+    known = np.isfinite(stack).any(0)
+    out[known] = np.nanmedian(stack[:, known], axis=0)
+    return out
+
+
+@dataclass(frozen=True)
+class MaskParams:
+    """``moving`` / ``static``: track scores at / above which a track is a foreground seed and
+    below which it is a background seed; ``sample_moving``: the score a foreground seed's
+    track needs in the frame itself; ``min_pairs`` compared pairs a foreground seed's
+    track needs; ``link``: seeds closer than this (fraction of max(W, H)) belong to one
+    cluster, and clusters with under ``min_cluster`` of the largest one's seeds are dropped
+    (isolated mistracked points); ``reach``: beyond this (fraction of max(W, H)) from every
+    foreground seed is background; ``conflict_px``: seeds with a seed of the other kind this
+    close are only probable; ``static_change``: with depth, pixels whose change from the
+    static prediction (:func:`change_map`) is below this are background; ``change_gaps``:
+    frames compared for it; ``chroma`` / ``luma``: Lab scaling of the image GrabCut sees
+    (the subject differs from the background more in colour than in brightness);
+    ``iters``: GrabCut iterations."""
+
+    moving: float = 0.5
+    sample_moving: float = 0.3
+    static: float = 0.2
+    min_pairs: int = 20
+    link: float = 0.05
+    min_cluster: float = 0.2
+    reach: float = 0.15
+    conflict_px: float = 2.0
+    static_change: float = 0.03
+    change_gaps: tuple[int, ...] = (-8, -4, 4, 8)
+    chroma: float = 2.0
+    luma: float = 0.5
+    iters: int = 4
+
+
+def _clustered(points: np.ndarray, link: float, min_cluster: float) -> np.ndarray:
+    """Mask [P] of ``points`` [P, 2] in clusters (single linkage at ``link`` px) with at least
+    ``min_cluster`` times the points of the largest cluster."""
+    if len(points) < 2:
+        return np.ones(len(points), bool)
+    pairs = cKDTree(points).query_pairs(link, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(points),) * 2)
+    _, label = connected_components(graph, directed=False)
+    sizes = np.bincount(label)
+    return sizes[label] >= min_cluster * sizes.max()
+
+
+def _grabcut_image(frame: np.ndarray, params: MaskParams) -> np.ndarray:
+    """The 8-bit 3-channel image GrabCut models: Lab with scaled lightness and chroma."""
+    lab = cv2.cvtColor(frame, cv2.COLOR_RGB2Lab).astype(np.float32)
+    lab[..., 0] *= params.luma
+    lab[..., 1:] = 128 + (lab[..., 1:] - 128) * params.chroma
+    return np.clip(lab, 0, 255).astype(np.uint8)
+
+
+def _grabcut(frame: np.ndarray, fg: np.ndarray, bg: np.ndarray, static: np.ndarray | None,
+             params: MaskParams) -> np.ndarray:
+    """One frame: GrabCut from foreground / background seed points [P, 2] and an optional
+    map of surely static pixels [H, W] -> mask [H, W] bool."""
+    H, W = frame.shape[:2]
+    if len(fg) == 0:
+        return np.zeros((H, W), bool)
+    f = np.clip(np.floor(fg).astype(int), 0, [W - 1, H - 1])
+    b = np.clip(np.floor(bg).astype(int), 0, [W - 1, H - 1])
+    seeds = np.zeros((H, W), np.uint8)
+    seeds[f[:, 1], f[:, 0]] = 1
+    dist = cv2.distanceTransform(1 - seeds, cv2.DIST_L2, 3)
+    label = np.full((H, W), cv2.GC_PR_BGD, np.uint8)
+    label[dist <= 1.0] = cv2.GC_PR_FGD
+    label[dist > params.reach * max(W, H)] = cv2.GC_BGD
+    if static is not None:
+        label[static & (dist > 1.0)] = cv2.GC_BGD
+    sure_fg = np.ones(len(f), bool)
+    sure_bg = np.ones(len(b), bool)
+    if len(b):  # a seed with one of the other kind right next to it may be mistracked
+        sure_fg = cKDTree(bg).query(fg, k=1)[0] > params.conflict_px
+        sure_bg = cKDTree(fg).query(bg, k=1)[0] > params.conflict_px
+    label[b[:, 1], b[:, 0]] = np.where(sure_bg, cv2.GC_BGD, cv2.GC_PR_BGD)
+    label[f[:, 1], f[:, 0]] = np.where(sure_fg, cv2.GC_FGD, cv2.GC_PR_FGD)
+    kinds = np.isin(label, (cv2.GC_BGD, cv2.GC_PR_BGD)).any(), np.isin(label, (cv2.GC_FGD, cv2.GC_PR_FGD)).any()
+    if all(kinds):
+        bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
+        cv2.grabCut(_grabcut_image(frame, params), label, None, bgd, fgd, params.iters, cv2.GC_INIT_WITH_MASK)
+    return (label == cv2.GC_FGD) | (label == cv2.GC_PR_FGD)
+
+
+def refine_boundary(frame: np.ndarray, mask: np.ndarray, iters: int = 3) -> np.ndarray:
+    """A second GrabCut on the 1-pixel band around ``mask`` [H, W] only, on plain Lab.
+
+    The first pass weights chroma up to separate the subject from the background, but video
+    chroma is subsampled (4:2:0), so it smears the subject's colour one pixel outwards; here
+    only the band's pixels can change, judged against colour models of the mask and of its
+    surroundings with lightness at full weight.
+    """
+    if not mask.any():
+        return mask
+    kernel = np.ones((3, 3), np.uint8)
+    m = mask.astype(np.uint8)
+    label = np.full(mask.shape, cv2.GC_BGD, np.uint8)
+    label[cv2.dilate(m, kernel) > 0] = cv2.GC_PR_BGD
+    label[mask] = cv2.GC_PR_FGD
+    label[cv2.erode(m, kernel) > 0] = cv2.GC_FGD
+    if not (label == cv2.GC_BGD).any():
+        return mask
+    lab = cv2.cvtColor(frame, cv2.COLOR_RGB2Lab)
+    cv2.grabCut(lab, label, None, np.zeros((1, 65)), np.zeros((1, 65)), iters, cv2.GC_INIT_WITH_MASK)
+    return (label == cv2.GC_FGD) | (label == cv2.GC_PR_FGD)
+
+
+def _keep_components(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The connected components of ``mask`` [H, W] that contain one of ``points`` [P, 2]."""
+    H, W = mask.shape
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    p = np.clip(np.floor(points).astype(int), 0, [W - 1, H - 1])
+    keep = np.unique(labels[p[:, 1], p[:, 0]])
+    return np.isin(labels, keep[keep > 0])
+
+
+def temporal_majority(masks: np.ndarray) -> np.ndarray:
+    """Each pixel keeps the label that at least two of frames t-1, t, t+1 give it ([T, H, W] bool)."""
+    if len(masks) < 3:
+        return masks.copy()
+    prev = np.concatenate([masks[:1], masks[:-1]])
+    nxt = np.concatenate([masks[1:], masks[-1:]])
+    return (prev.astype(np.int8) + masks + nxt) >= 2
+
+
+def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: MotionScores,
+            depth: np.ndarray | None = None, subject: np.ndarray | None = None,
+            params: MaskParams | None = None, motion: MotionParams | None = None,
+            progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Dense foreground masks [T, H, W] bool from tracks and their motion scores.
+
+    Args:
+        frames: [T, H, W, 3] uint8 RGB; xy: [N, T, 2]; visible: [N, T] the samples to use.
+        scores: :func:`motion_scores` of these tracks.
+        depth: [T, H, W] z-depth (any scale) or None: with depth, the camera motion between
+            frames gives a map of surely static pixels (:func:`change_map`).
+        subject: [P] indices of the prompted subject's tracks (they are foreground seeds
+            wherever visible, and only the mask components holding one are kept), or None.
+        progress: ``progress(done, total)`` per frame.
+    """
+    params = params or MaskParams()
+    motion = motion or MotionParams()
+    T, H, W = frames.shape[:3]
+    L = max(W, H)
+    K = _pinhole(W, H, motion.focal)
+    sample = np.where(np.isnan(scores.sample), scores.track[:, None], scores.sample)
+    moving = (scores.track >= params.moving) & (scores.pairs >= params.min_pairs)
+    static = scores.track < params.static
+    is_subject = np.zeros(len(xy), bool)
+    if subject is not None:
+        is_subject[subject] = True
+    out = np.zeros((T, H, W), bool)
+    for t in range(T):
+        vis = visible[:, t]
+        fg = (vis & moving & (sample[:, t] >= params.sample_moving)) | (vis & is_subject)
+        bg = vis & static & (sample[:, t] < params.moving) & ~is_subject
+        fg_xy = xy[fg, t]
+        fg_xy = fg_xy[_clustered(fg_xy, params.link * L, params.min_cluster) | is_subject[fg]]
+        still = None
+        if depth is not None:
+            poses = {}
+            for g in params.change_gaps:
+                u = t + g
+                if not 0 <= u < T:
+                    continue
+                idx = np.flatnonzero(bg & visible[:, u])
+                z, ok = sample_depth(depth[t], xy[idx, t].astype(np.float64), motion.max_depth_step)
+                pose = relative_pose(xy[idx[ok], t].astype(np.float64), xy[idx[ok], u].astype(np.float64), z[ok], K,
+                                     2 * motion.threshold_px)
+                if pose is not None:
+                    poses[u] = pose
+            change = change_map(frames, depth, t, poses, K)
+            still = np.isfinite(change) & (change < params.static_change)
+        out[t] = _grabcut(frames[t], fg_xy, xy[bg, t], still, params)
+        if progress is not None:
+            progress(t + 1, T)
+    out = temporal_majority(out)
+    out = np.stack([refine_boundary(frames[t], out[t], params.iters) for t in range(T)])
+    if subject is not None and len(subject):
+        for t in range(T):
+            seen = subject[visible[subject, t]]
+            if len(seen):
+                out[t] = _keep_components(out[t], xy[seen, t])
+    return out
+
+
+def parse_prompt(text: str, frame: int, frames: int, width: int, height: int, scale: tuple[float, float]
+                 ) -> tuple[int, float, float]:
+    """``"x,y"`` in pixels of the input video -> (frame, x, y) in pixels of the kept frames.
+
+    ``scale`` = (kept width / input width, kept height / input height). Raises DynrecError
+    for a malformed prompt, a frame out of range or a point outside the image."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        x, y = (float(v) for v in parts)
+    except ValueError:
+        raise DynrecError(f"masks: --set masks.prompt expects 'x,y' in pixels, got '{text}'") from None
+    if not 0 <= frame < frames:
+        raise DynrecError(f"masks: prompt_frame {frame} is outside the {frames} kept frames (0..{frames - 1})")
+    in_w, in_h = width / scale[0], height / scale[1]
+    if not (0 <= x < in_w and 0 <= y < in_h):
+        raise DynrecError(f"masks: the prompt ({x:g}, {y:g}) is outside the image, which is "
+                          f"{round(in_w)}x{round(in_h)} pixels (x in [0, {round(in_w)}), y in [0, {round(in_h)}))")
+    return frame, x * scale[0], y * scale[1]

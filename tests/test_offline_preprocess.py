@@ -1,0 +1,263 @@
+"""Offline preprocessing backends (dynrec.vision): LK tracking, motion segmentation, depth
+import, clustered keypoints, and the errors bad input gets."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from dynrec.errors import DynrecError
+from dynrec.geometry.camera import intrinsics, look_at, project
+from dynrec.vision.depth_io import import_depth
+from dynrec.vision.keypoints import cluster_keypoints, spanning_tree
+from dynrec.vision.lk import TrackParams, track_points
+from dynrec.vision.motionseg import motion_scores, parse_prompt, prompt_tracks, segment
+from dynrec.vision.queries import SeedParams, grid, track_video
+
+cv2.setNumThreads(1)
+
+
+def texture(width: int, height: int, seed: int = 0, cell: float = 3.0) -> np.ndarray:
+    """A smooth random colour texture [H, W, 3] float32 in [0, 1] (blurred noise, features ~cell px)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.random((height, width, 3)).astype(np.float32)
+    img = cv2.GaussianBlur(noise, (0, 0), cell / 2)
+    lo, hi = img.min((0, 1)), img.max((0, 1))
+    return (img - lo) / (hi - lo)
+
+
+def shifted(img: np.ndarray, dx: float, dy: float, size: tuple[int, int]) -> np.ndarray:
+    """``img`` moved by (dx, dy) pixels (bilinear), cropped to ``size`` = (W, H), as uint8."""
+    M = np.float32([[1, 0, dx], [0, 1, dy]])
+    out = cv2.warpAffine(img, M, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return (out * 255).round().astype(np.uint8)
+
+
+def test_tracker_follows_a_translating_texture():
+    W, H, T = 64, 48, 6
+    tex = texture(W + 20, H + 20, seed=1)
+    motion = np.array([[0.7 * t, -0.45 * t] for t in range(T)])
+    frames = np.stack([shifted(tex, dx, dy, (W, H)) for dx, dy in motion])
+    pts = grid(W, H, 8.0)
+    pts = pts[(pts[:, 0] > 8) & (pts[:, 0] < W - 8) & (pts[:, 1] > 8) & (pts[:, 1] < H - 8)]
+    queries = np.c_[np.zeros(len(pts)), pts]
+    queries = np.r_[queries, np.c_[np.full(len(pts), 3), pts]]  # and backwards from frame 3
+    result = track_points(frames, queries)
+    truth = queries[:, None, 1:] + motion[None] - motion[queries[:, 0].astype(int)][:, None]
+    err = np.linalg.norm(result.xy - truth, axis=-1)
+    assert result.visible.all()
+    assert np.median(err) < 0.2 and err.max() < 0.5
+    assert (result.confidence > 0.5).all()
+
+
+def test_forward_backward_check_marks_a_covered_point_occluded():
+    W, H, T = 64, 48, 8
+    tex = texture(W, H, seed=2)
+    occluder = texture(20, 20, seed=9)
+    frames = []
+    for t in range(T):
+        img = tex.copy()
+        if t >= 4:  # a differently textured square covers the middle from frame 4 on
+            img[14:34, 22:42] = occluder
+        frames.append((img * 255).round().astype(np.uint8))
+    queries = np.array([[0, 32.0, 24.0], [0, 10.0, 10.0]])
+    result = track_points(np.stack(frames), queries)
+    assert result.visible[0, :4].all() and not result.visible[0, 4:].any()
+    assert (result.confidence[0, 4:] == 0).all()
+    assert result.visible[1].all()  # the uncovered point stays visible
+    np.testing.assert_allclose(result.xy[1], np.tile([10.0, 10.0], (T, 1)), atol=0.1)
+
+
+def _moving_square(T: int = 12, W: int = 64, H: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Frames [T, H, W, 3] of a textured square moving over a static textured background, and its masks."""
+    bg = texture(W, H, seed=3, cell=3.0) * 0.5  # darker background, so colour separates them too
+    sq = 0.5 + 0.5 * texture(16, 16, seed=4, cell=3.0)
+    frames, masks = [], []
+    for t in range(T):
+        img = bg.copy()
+        m = np.zeros((H, W), bool)
+        x0, y0 = 10 + round(2 * t), 14 + round(0.5 * t)
+        img[y0:y0 + 16, x0:x0 + 16] = sq
+        m[y0:y0 + 16, x0:x0 + 16] = True
+        frames.append((img * 255).round().astype(np.uint8))
+        masks.append(m)
+    return np.stack(frames), np.stack(masks)
+
+
+def test_motion_segmentation_finds_a_moving_square():
+    frames, truth = _moving_square()
+    found = track_video(frames, None, SeedParams(grid_size=24, query_every=4))
+    res = found.result
+    scores = motion_scores(res.xy, res.visible & (res.confidence >= 0.5), None, (64, 48))
+    masks = segment(frames, res.xy, res.visible, scores)
+    iou = (masks & truth).sum((1, 2)) / (masks | truth).sum((1, 2))
+    assert iou.mean() > 0.8 and iou.min() > 0.6
+
+
+def test_prompt_keeps_only_the_named_subject():
+    frames, first = _moving_square()
+    second = np.zeros_like(first)
+    for t in range(len(frames)):  # a second square, moving the other way
+        x0 = 44 - round(1.5 * t)
+        img = frames[t].astype(np.float32) / 255
+        img[4:14, x0:x0 + 10] = 0.5 + 0.5 * texture(10, 10, seed=6)
+        frames[t] = (img * 255).round().astype(np.uint8)
+        second[t, 4:14, x0:x0 + 10] = True
+        first[t, 4:14, x0:x0 + 10] = False
+    found = track_video(frames, None, SeedParams(grid_size=24, query_every=4))
+    res = found.result
+    scores = motion_scores(res.xy, res.visible & (res.confidence >= 0.5), None, (64, 48))
+    both = segment(frames, res.xy, res.visible, scores)
+    assert (both & second).sum() > 0.5 * second.sum()
+    subject = prompt_tracks(res.xy, res.visible, (0, 18.0, 22.0), 4.0)  # inside the first square
+    one = segment(frames, res.xy, res.visible, scores, subject=subject)
+    iou = (one & first).sum() / (one | first).sum()
+    assert iou > 0.7 and (one & second).sum() < 0.05 * second.sum()
+
+
+def test_depth_import_round_trips_npy_and_16bit_png(tmp_path):
+    rng = np.random.default_rng(0)
+    maps = rng.uniform(0.5, 10.0, (5, 12, 16)).astype(np.float32)
+    maps[0, 0, 0] = 0.0  # unknown stays unknown
+    npy, png = tmp_path / "npy", tmp_path / "png"
+    npy.mkdir()
+    png.mkdir()
+    for t, m in enumerate(maps):
+        np.save(npy / f"{t:04d}.npy", m)
+        Image.fromarray(np.round(m * 1000).astype(np.uint16)).save(png / f"{t:04d}.png")
+    index = np.array([0, 2, 4])  # the frames stage kept every other frame
+    np.testing.assert_array_equal(import_depth(npy, index, 16, 12), maps[index])
+    got = import_depth(png, index, 16, 12, scale=0.001)
+    np.testing.assert_allclose(got, maps[index], atol=6e-4)
+    assert got[0, 0, 0] == 0
+    half = import_depth(npy, index, 8, 6)  # resized by nearest neighbour
+    assert half.shape == (3, 6, 8) and np.isin(half, maps).all()
+    with pytest.raises(DynrecError, match="has 5 maps"):
+        import_depth(npy, np.arange(7)[::3], 16, 12)
+
+
+def test_spanning_tree_connects_every_keypoint():
+    rng = np.random.default_rng(1)
+    for J in (2, 5, 12):
+        pts = rng.normal(size=(J, 3))
+        pts[-1] = pts[0]  # coincident points are still joined
+        edges = spanning_tree(pts)
+        assert edges.shape == (J - 1, 2)
+        graph = coo_matrix((np.ones(J - 1), (edges[:, 0], edges[:, 1])), shape=(J, J))
+        assert connected_components(graph, directed=False)[0] == 1
+
+
+def test_cluster_keypoints_on_two_moving_blobs():
+    T, W, H = 6, 64, 48
+    K = np.tile(intrinsics(50, 50, W / 2, H / 2), (T, 1, 1))
+    w2c = np.stack([look_at(np.array([0.1 * t, -5.0, 0.0]), np.zeros(3)) for t in range(T)])
+    rng = np.random.default_rng(2)
+    centres = np.array([[-0.6, 0.0, 0.0], [0.6, 0.0, 0.3]])
+    pts = np.concatenate([c + 0.05 * rng.normal(size=(20, 3)) for c in centres])  # [40, 3]
+    world = pts[:, None] + np.array([[0.0, 0.0, 0.05 * t] for t in range(T)])[None]  # both rise
+    world[20:] += np.array([[0.04 * t, 0.0, 0.0] for t in range(T)])[None]  # the second also slides
+    xy = np.zeros((40, T, 2))
+    depth = np.zeros((T, H, W))
+    for t in range(T):
+        xy[:, t], z = project(world[:, t], K[t], w2c[t])
+        depth[t] = 5.0  # a fronto-parallel depth map consistent with the points' z
+        px = np.floor(xy[:, t]).astype(int)
+        for (i, j), zz in zip(px[:, ::-1], z):
+            depth[t, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2] = zz
+    found = cluster_keypoints(xy, np.ones((40, T), bool), depth, K, w2c, count=2)
+    assert set(found.labels[:20]) != set(found.labels[20:])
+    assert found.skeleton.tolist() == [[0, 1]]
+    assert found.xy.shape == (T, 2, 2) and np.allclose(found.confidence, 1.0)
+    for t in range(T):
+        expect, _ = project(world[:, t].reshape(2, 20, 3).mean(1), K[t], w2c[t])
+        got = found.xy[t][np.argsort([found.labels[:20][0], found.labels[20:][0]])]
+        np.testing.assert_allclose(got, expect, atol=0.5)
+
+
+def test_black_video_has_no_trackable_texture():
+    frames = np.zeros((4, 48, 64, 3), np.uint8)
+    with pytest.raises(DynrecError, match="tracks: no trackable texture found in the video"):
+        track_video(frames)
+
+
+def test_points_on_independent_noise_are_lost():
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (4, 48, 64, 3), dtype=np.uint8)  # nothing persists between frames
+    queries = np.c_[np.zeros(20), rng.uniform(10, 50, (20, 2))]
+    result = track_points(frames, queries, TrackParams())
+    assert not result.visible[:, 1:].any()
+
+
+def test_mask_prompt_outside_the_image():
+    with pytest.raises(DynrecError, match=r"outside the image, which is 640x480 pixels"):
+        parse_prompt("700,10", 0, 16, 64, 48, (0.1, 0.1))
+    with pytest.raises(DynrecError, match="expects 'x,y'"):
+        parse_prompt("12;7", 0, 16, 64, 48, (1.0, 1.0))
+    assert parse_prompt("320,240", 3, 16, 64, 48, (0.1, 0.1)) == (3, 32.0, 24.0)
+
+
+def test_offline_stages_via_cli(cli, scene, tmp_path):
+    """Depth imported from a folder, offline tracks and masks on the tiny scene; bad inputs."""
+    from dynrec.artifacts import Depth, Keypoints, Masks, Tracks
+
+    torch.set_num_threads(1)
+    folder = tmp_path / "depth"
+    folder.mkdir()
+    for t, m in enumerate(Depth.load(scene / "gt" / "depth").depth):
+        np.save(folder / f"{t:03d}.npy", m)
+    work = tmp_path / "work"
+    r = cli("preprocess", scene / "video.mp4", "-o", work, "--only", "frames")
+    assert r.code == 0, r.err
+    r = cli("preprocess", "-o", work, "--set", "depth.backend=offline", "--only", "depth")
+    assert r.code != 0 and "--set depth.folder=DIR" in r.err
+    r = cli("preprocess", "-o", work, "--set", f"depth.folder={folder}", "--only", "depth")
+    assert r.code == 0, r.err
+    np.testing.assert_array_equal(Depth.load(work / "depth").depth, Depth.load(scene / "gt" / "depth").depth)
+    r = cli("preprocess", "-o", work, "--set", "tracks.backend=offline", "--only", "tracks")
+    assert r.code == 0, r.err
+    tracks = Tracks.load(work / "tracks")
+    assert tracks.xy.shape[1] == 16 and len(tracks.xy) > 100 and tracks.visible.mean() > 0.5
+    r = cli("preprocess", "-o", work, "--set", "masks.backend=offline", "--set", "masks.prompt=1000,5",
+            "--only", "masks")
+    assert r.code != 0 and "outside the image, which is 64x48 pixels" in " ".join(r.err.split())
+    r = cli("preprocess", "-o", work, "--set", "masks.prompt=", "--only", "masks")
+    # at 64x48 the figure's own motion is under a pixel: nothing to segment without a prompt
+    assert r.code != 0 and "--set masks.prompt=x,y" in " ".join(r.err.split())
+    truth = Masks.load(scene / "gt" / "masks").masks
+    ys, xs = np.nonzero(truth[0])
+    x, y = xs.mean() + 0.5, ys.mean() + 0.5  # on the torso, in pixels of the (64x48) video
+    r = cli("preprocess", "-o", work, "--set", f"masks.prompt={x:.1f},{y:.1f}", "--only", "masks")
+    assert r.code == 0, r.err
+    masks = Masks.load(work / "masks").masks
+    assert masks.shape == (16, 48, 64) and masks[0, int(y), int(x)] and masks.mean() < 0.2
+    assert (masks & truth).sum() > 0.5 * masks.sum()
+    offline = [f"{stage}.backend=offline" for stage in ("depth", "tracks", "masks", "keypoints")]
+    r = cli("preprocess", "-o", work, "--gt", scene, *[a for s in offline for a in ("--set", s)])
+    assert r.code == 0, r.err
+    assert r.err.count("(done") >= 4  # frames, depth, tracks, masks were not redone
+    kp = Keypoints.load(work / "keypoints")
+    J = kp.xy.shape[1]
+    assert 2 <= J <= 12 and kp.skeleton.shape == (J - 1, 2) and kp.confidence.max() > 0
+
+
+def test_all_tracks_lost_stops_the_tracks_stage(cli, tmp_path):
+    rng = np.random.default_rng(7)
+    video, depth = tmp_path / "noise", tmp_path / "depth"
+    video.mkdir()
+    depth.mkdir()
+    for t in range(6):  # fresh noise every frame: textured, but nothing can be followed
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(video / f"{t:02d}.png")
+        np.save(depth / f"{t:02d}.npy", np.ones((48, 64), np.float32))
+    work = tmp_path / "work"
+    r = cli("preprocess", video, "-o", work, "--set", "depth.backend=offline", "--set", f"depth.folder={depth}",
+            "--set", "tracks.backend=offline", "--only", "frames")
+    assert r.code == 0, r.err
+    assert cli("preprocess", "-o", work, "--only", "depth").code == 0
+    r = cli("preprocess", "-o", work, "--only", "tracks")
+    assert r.code != 0 and "tracks: all" in r.err and "were lost right after their query frames" in " ".join(r.err.split())
+    assert "Traceback" not in r.err
