@@ -36,9 +36,20 @@ demo:
 	rm -rf $(DEMO)
 	$(BIN)/dynrec synth $(DEMO)/scene --preset small --seed 0
 	$(BIN)/dynrec preprocess $(DEMO)/scene/video.mp4 -o $(DEMO)/work --gt $(DEMO)/scene
-	$(BIN)/dynrec reconstruct $(DEMO)/work --steps 300 --set recon.lr_scale=5
+	cp -r $(DEMO)/work $(DEMO)/work-sirenpose
+	$(BIN)/dynrec reconstruct $(DEMO)/work --steps 300 --set recon.lr_scale=5 --set recon.lr_final=0.05 --set recon.gaussian_densify=false
 	$(BIN)/dynrec status $(DEMO)/work
 	$(BIN)/dynrec evaluate $(DEMO)/work || [ $$? -eq 2 ]
+	# the same reconstruction with SirenPose on (keypoint loss + SIREN stream, docs/sirenpose.md)
+	$(BIN)/dynrec reconstruct $(DEMO)/work-sirenpose --steps 300 --set recon.lr_scale=5 --set recon.lr_final=0.05 --set recon.gaussian_densify=false --set recon.sirenpose=full
+	$(BIN)/dynrec evaluate $(DEMO)/work-sirenpose --metrics kp_err,kp_pck,epe_3d,pck_t,mpsnr --no-video \
+		|| [ $$? -eq 2 ]
+	@$(BIN)/python -c 'import json; \
+	m = lambda w: {r["metric"]: r["value"] for r in json.load(open(w + "/eval/metrics.json"))["metrics"]}; \
+	f = lambda v: "n/a" if v is None else "%.3f" % v; \
+	b, s = m("$(DEMO)/work"), m("$(DEMO)/work-sirenpose"); \
+	print("keypoint error (px): baseline", f(b.get("kp_err")), " SirenPose", f(s.get("kp_err")), \
+	      "  | 3D track EPE: baseline", f(b.get("epe_3d")), " SirenPose", f(s.get("epe_3d")))'
 	@echo "look first at: $(DEMO)/work/eval/side_by_side.mp4 and $(DEMO)/work/eval/plots/*.png"
 
 clean:

@@ -1,14 +1,16 @@
 """`python -m bench`: run every benchmark; each writes its JSON under bench/results/.
 
 ``python -m bench raster recon`` runs only the named ones. The rasterizer benchmark takes
-about a minute, cameras about 5, recon about 20 (two reconstructions of the `small` scene).
+about a minute, cameras about 5, recon about 20 (two reconstructions of the `small` scene),
+sirenpose about 40 (21 short reconstructions of `fast` scenes, one thread).
 """
 
 import sys
 
-from bench import bench_cameras, bench_raster, bench_recon
+from bench import bench_cameras, bench_raster, bench_recon, bench_sirenpose
 
-BENCHES = {"raster": bench_raster.main, "cameras": bench_cameras.main, "recon": lambda: bench_recon.main([])}
+BENCHES = {"raster": bench_raster.main, "cameras": bench_cameras.main, "recon": lambda: bench_recon.main([]),
+           "sirenpose": lambda: bench_sirenpose.main([])}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(BENCHES)

@@ -253,12 +253,21 @@ def scene_scale(data: Data) -> float:
 
 def make_anchors(scene: DynamicScene, data: Data) -> KeypointAnchors:
     """Keypoint anchors lifted at their most confident frames (ties: nearest the lift's
-    canonical frame) and mapped to the canonical frame, starting from the nearest lifted track."""
+    canonical frame) and mapped to the canonical frame, starting from the nearest lifted track.
+
+    Keypoints belong to the moving figure, so they are lifted with the depth inside the
+    foreground mask only: a keypoint a pixel off a thin limb (detector noise) would otherwise
+    take the background's depth, metres behind the figure. Frames where it falls off the mask
+    (or on its edge) are then not candidates (``lift_anchors``).
+    """
     kp, lift = data.keypoints, data.lift
     assert kp is not None
     traj = torch.from_numpy(lift.xyz).float()
     x0_fn = partial(track_guess, trajectories=traj, canonical=traj[:, lift.canonical]) if len(traj) else None
-    return KeypointAnchors.from_keypoints(kp.xy, kp.conf, data.depth[..., 0], data.K, data.w2c, scene,
+    depth = data.depth[..., 0] * (data.masks[..., 0] > 0.5)
+    if not bool((depth > 0).any()):
+        depth = data.depth[..., 0]
+    return KeypointAnchors.from_keypoints(kp.xy, kp.conf, depth, data.K, data.w2c, scene,
                                           prefer_frame=int(lift.canonical), x0_fn=x0_fn)
 
 
