@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dynrec.learned.weights import WeightsMissing, load_pretrained, resolve_model, torch_device
+from dynrec.learned.weights import load_transformers_model
 
 DEPTH_MODELS: dict[str, str] = {
     "small": "depth-anything/Depth-Anything-V2-Small-hf",
@@ -60,15 +60,8 @@ def load_depth_model(
         WeightsMissing: the checkpoint or its ``preprocessor_config.json`` is not available.
     """
     model_id = model_id_for(model_id)
-    folder = resolve_model(model_id, weights_dir, BACKEND)
-    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-
-    model = load_pretrained(AutoModelForDepthEstimation, folder, model_id, BACKEND)
-    processor = load_pretrained(AutoImageProcessor, folder, model_id, BACKEND)
-    if not callable(processor):
-        raise WeightsMissing(model_id, [folder], "no image processor config", BACKEND)
-    dev = torch_device(device)
-    model.eval().to(dev)
+    model, processor, dev, folder = load_transformers_model("AutoModelForDepthEstimation", model_id, weights_dir,
+                                                            device, BACKEND)
     kind = (
         "depth"
         if getattr(model.config, "depth_estimation_type", "relative") == "metric"

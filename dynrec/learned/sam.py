@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dynrec.errors import DynrecError
-from dynrec.learned.weights import WeightsMissing, load_pretrained, resolve_model, torch_device
+from dynrec.learned.weights import load_transformers_model
 
 DEFAULT_SAM_MODEL = "facebook/sam-vit-base"
 BACKEND = "masks (SAM)"
@@ -44,17 +44,8 @@ def load_sam(
     Raises:
         WeightsMissing: not in the weights folders nor in the hub cache.
     """
-    folder = resolve_model(model_id, weights_dir, BACKEND)
-    from transformers import AutoImageProcessor, SamModel
-
-    model = load_pretrained(SamModel, folder, model_id, BACKEND)
-    proc = load_pretrained(AutoImageProcessor, folder, model_id, BACKEND)
-    if not hasattr(proc, "post_process_masks"):
-        raise WeightsMissing(
-            model_id, [folder], "its preprocessor_config.json is not SAM's", BACKEND
-        )
-    dev = torch_device(device)
-    model.eval().to(dev)
+    model, proc, dev, folder = load_transformers_model("SamModel", model_id, weights_dir, device, BACKEND,
+                                                       "post_process_masks")
     return SamBundle(model, proc, dev, folder)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynrec.learned.weights import WeightsMissing, load_pretrained, resolve_model, torch_device
+from dynrec.learned.weights import load_transformers_model
 
 DEFAULT_VITPOSE_MODEL = "usyd-community/vitpose-plus-base"
 BACKEND = "keypoints (ViTPose)"
@@ -69,17 +69,8 @@ def load_vitpose(
     Raises:
         WeightsMissing: not in the weights folders nor in the hub cache.
     """
-    folder = resolve_model(model_id, weights_dir, BACKEND)
-    from transformers import AutoImageProcessor, VitPoseForPoseEstimation
-
-    model = load_pretrained(VitPoseForPoseEstimation, folder, model_id, BACKEND)
-    proc = load_pretrained(AutoImageProcessor, folder, model_id, BACKEND)
-    if not hasattr(proc, "post_process_pose_estimation"):
-        raise WeightsMissing(
-            model_id, [folder], "its preprocessor_config.json is not ViTPose's", BACKEND
-        )
-    dev = torch_device(device)
-    model.eval().to(dev)
+    model, proc, dev, folder = load_transformers_model("VitPoseForPoseEstimation", model_id, weights_dir, device,
+                                                       BACKEND, "post_process_pose_estimation")
     j = int(model.config.num_labels)
     labels = getattr(model.config, "id2label", None) or {}
     generic = all(str(v).startswith("LABEL_") for v in labels.values())

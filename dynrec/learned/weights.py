@@ -137,3 +137,25 @@ def torch_device(device) -> torch.device:  # noqa: F821 - string annotation only
     import torch
 
     return torch.device(device) if device is not None else torch.device("cpu")
+
+
+def load_transformers_model(model_cls_name: str, model_id: str, weights_dir: Path | str | None, device,
+                            backend: str, processor_has: str | None = None):
+    """``(model, image_processor, device, folder)``: a transformers model class (by name) and
+    its ``AutoImageProcessor`` from the local folder of ``model_id``, in eval mode on
+    ``device``. ``processor_has`` names a method the processor must have (to reject a folder
+    that holds another model's processor).
+
+    Raises:
+        WeightsMissing: not found locally, failed to load, or the wrong processor.
+    """
+    import transformers
+
+    folder = resolve_model(model_id, weights_dir, backend)
+    model = load_pretrained(getattr(transformers, model_cls_name), folder, model_id, backend)
+    processor = load_pretrained(transformers.AutoImageProcessor, folder, model_id, backend)
+    if not (hasattr(processor, processor_has) if processor_has else callable(processor)):
+        raise WeightsMissing(model_id, [folder], f"its preprocessor_config.json is not {model_cls_name}'s", backend)
+    dev = torch_device(device)
+    model.eval().to(dev)
+    return model, processor, dev, folder
