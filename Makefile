@@ -36,6 +36,10 @@ demo:
 	rm -rf $(DEMO)
 	$(BIN)/dynrec synth $(DEMO)/scene --preset small --seed 0
 	$(BIN)/dynrec preprocess $(DEMO)/scene/video.mp4 -o $(DEMO)/work --gt $(DEMO)/scene
+	# the same video through the offline backends (no models, no ground truth used): tracks,
+	# masks, cameras, keypoints from the pixels alone; the scene is kept only for evaluation
+	$(BIN)/dynrec preprocess $(DEMO)/scene/video.mp4 -o $(DEMO)/work-offline --offline --gt $(DEMO)/scene
+	$(BIN)/dynrec status $(DEMO)/work-offline
 	cp -r $(DEMO)/work $(DEMO)/work-sirenpose
 	$(BIN)/dynrec reconstruct $(DEMO)/work --steps 300 --set recon.lr_scale=5 --set recon.lr_final=0.05 --set recon.gaussian_densify=false
 	$(BIN)/dynrec status $(DEMO)/work

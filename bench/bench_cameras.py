@@ -9,9 +9,9 @@ Synthetic part (ground-truth frames, masks and depth; cameras estimated): ATE af
 alignment as a percentage of the camera path length, for exact tracks, tracks with noise and
 outliers, the bundle-adjustment path from disparity-like depth, and the project's offline
 tracker when the tracks stage has one. Real part (`../shared/videos/*.mp4` at long side
-320): frames registered by SfM, frames with a camera, method, time per stage. When the
-tracks / masks / depth stages have no offline backend yet, a KLT stand-in tracker (OpenCV,
-defined here), empty masks and constant depth are used instead, and the JSON says so.
+320, through ``dynrec preprocess VIDEO -o W --offline --long-side 320``): frames registered by
+SfM, frames with a camera, method, time per stage, and a contact sheet of masks, tracks and
+the camera path. No depth maps are imported, so ``align`` interpolates the sparse points.
 """
 
 from __future__ import annotations
@@ -43,54 +43,6 @@ def _threads() -> None:
 
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-
-
-def klt_tracks(images: np.ndarray, max_corners: int = 1500, min_distance: int = 6, reseed: int = 4,
-               fb_px: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stand-in tracker: pyramidal KLT frame to frame with a forward-backward check, new
-    corners every ``reseed`` frames where none are tracked. Returns xy [N, T, 2] (+0.5 pixel
-    centres), visible [N, T], query_frame [N]."""
-    import cv2
-
-    T, H, W, _ = images.shape
-    gray = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in images]
-    tracks: list[tuple[int, list[np.ndarray]]] = []
-    active: list[int] = []
-    pts = np.zeros((0, 2), np.float32)
-    lk = {"winSize": (15, 15), "maxLevel": 3, "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)}
-    for t in range(T):
-        if t > 0 and active:
-            p1, st, _ = cv2.calcOpticalFlowPyrLK(gray[t - 1], gray[t], pts, None, **lk)
-            p0, st2, _ = cv2.calcOpticalFlowPyrLK(gray[t], gray[t - 1], p1, None, **lk)
-            ok = (st[:, 0] == 1) & (st2[:, 0] == 1) & (np.linalg.norm(p0 - pts, axis=1) < fb_px)
-            ok &= (p1[:, 0] >= 0) & (p1[:, 0] < W - 1) & (p1[:, 1] >= 0) & (p1[:, 1] < H - 1)
-            for k, i in enumerate(active):
-                if ok[k]:
-                    tracks[i][1].append(p1[k].copy())
-            active = [i for k, i in enumerate(active) if ok[k]]
-            pts = p1[ok].reshape(-1, 2)
-        if t % reseed == 0 and len(active) < max_corners:
-            mask = np.full((H, W), 255, np.uint8)
-            for p in pts:
-                cv2.circle(mask, (int(p[0]), int(p[1])), min_distance, 0, -1)
-            corners = cv2.goodFeaturesToTrack(gray[t], max_corners - len(active), 0.01, min_distance, mask=mask)
-            if corners is not None:
-                corners = corners.reshape(-1, 2).astype(np.float32)
-                for p in corners:
-                    tracks.append((t, [p.copy()]))
-                    active.append(len(tracks) - 1)
-                pts = np.concatenate([pts, corners])
-    N = len(tracks)
-    xy = np.zeros((N, T, 2), np.float32)
-    vis = np.zeros((N, T), bool)
-    for n, (start, seq) in enumerate(tracks):
-        arr = np.asarray(seq) + 0.5  # OpenCV puts pixel centres at integers
-        xy[n, start:start + len(arr)] = arr
-        xy[n, :start] = arr[0]
-        xy[n, start + len(arr):] = arr[-1]
-        vis[n, start:start + len(arr)] = True
-    keep = vis.sum(1) >= 3
-    return xy[keep], vis[keep], vis[keep].argmax(1)
 
 
 def _cli(*args: Any) -> None:
@@ -165,12 +117,9 @@ def bench_synth(tmp: Path) -> dict[str, Any]:
         ("noisy tracks, BA only, disparity depth", {**base, "tracks": noisy, "depth": disp},
          {"backend": "ba", "focal_prior": 1.2}),
     ]
-    if "offline" in tracks.BACKENDS:
-        info, secs = _run_stage(tracks, work, "tracks_offline", {"frames": work / "frames"}, backend="offline")
-        cases.append(("offline tracks (pycolmap)", {**base, "tracks": work / "tracks_offline"}, {"backend": "learned"}))
-        offline = f"tracks offline backend used ({secs:.1f} s)"
-    else:
-        offline = "skipped: the tracks stage has no 'offline' backend yet"
+    info, secs = _run_stage(tracks, work, "tracks_offline", {"frames": work / "frames"}, backend="offline")
+    cases.append(("offline tracks (pycolmap)", {**base, "tracks": work / "tracks_offline"}, {"backend": "learned"}))
+    offline = f"tracks offline backend ({secs:.1f} s)"
     rows = []
     for name, inputs, params in cases:
         info, secs = _run_stage(cameras, work, "cameras_bench", inputs, **params)
@@ -255,68 +204,52 @@ def contact_sheet(path: Path, title: str, images: np.ndarray, masks: np.ndarray,
 
 
 def bench_video(video: Path, tmp: Path) -> dict[str, Any]:
-    from dynrec.artifacts import Cameras, Depth, Frames, Masks, Tracks
+    """``dynrec preprocess VIDEO -o W --offline --long-side 320``, as a user runs it; the time
+    of each stage from its manifest, what the cameras stage did, and the contact sheet."""
+    from dynrec.artifacts import Cameras, Frames, Masks, Tracks
     from dynrec.geometry.sfm import background_observations
-    from dynrec.stages import align, cameras, depth, masks, tracks
 
     work = tmp / video.stem
     t0 = time.perf_counter()
-    _cli("preprocess", video, "-o", work, "--long-side", 320, "--only", "frames")
-    times = {"frames": round(time.perf_counter() - t0, 2)}
+    _cli("preprocess", video, "-o", work, "--offline", "--long-side", 320)
+    wall = time.perf_counter() - t0
+    manifests = {d.name: json.loads((d / "manifest.json").read_text()) for d in sorted(work.iterdir())
+                 if (d / "manifest.json").is_file()}
+    seconds = {name: m["duration_s"] for name, m in manifests.items()}
+    info = manifests["cameras"]["info"]
     frames = Frames.load(work / "frames")
     T, H, W = frames.shape
-    used: dict[str, str] = {}
-    inputs = {"frames": work / "frames"}
-    if "offline" in tracks.BACKENDS:
-        _, times["tracks"] = _run_stage(tracks, work, "tracks", inputs, backend="offline")
-        used["tracks"] = "tracks stage, offline backend"
-    else:
-        t0 = time.perf_counter()
-        xy, vis, query = klt_tracks(frames.images)
-        Tracks(xy, vis, vis.astype(np.float32), query).save(work / "tracks")
-        times["tracks"] = time.perf_counter() - t0
-        used["tracks"] = "KLT stand-in (bench only): the tracks stage has no offline backend yet"
-    inputs["tracks"] = work / "tracks"
-    if "offline" in masks.BACKENDS:
-        _, times["masks"] = _run_stage(masks, work, "masks", inputs, backend="offline")
-        used["masks"] = "masks stage, offline backend"
-    else:
-        Masks(np.zeros((T, H, W), bool)).save(work / "masks")
-        used["masks"] = "none (empty masks: moving subjects are left to the robust losses)"
-    inputs["masks"] = work / "masks"
-    real_depth = "offline" in depth.BACKENDS
-    if real_depth:
-        _, times["depth"] = _run_stage(depth, work, "depth", inputs, backend="offline")
-        used["depth"] = "depth stage, offline backend"
-    else:
-        Depth(np.ones((T, H, W), np.float32)).save(work / "depth")
-        used["depth"] = "constant (no offline depth backend): the BA starts from a fronto-parallel plane"
-    inputs["depth"] = work / "depth"
-    info, times["cameras"] = _run_stage(cameras, work, "cameras", inputs, backend="learned")
-    inputs["cameras"] = work / "cameras"
-    if real_depth:
-        _, times["align"] = _run_stage(align, work, "align", inputs)
     cams = Cameras.load(work / "cameras")
-    posed = T - len(info.get("unposed_frames", []))
-    row = {"video": video.name, "frames": T, "size": [W, H], "inputs": used, "method": info["method"],
-           "registered_sfm": info["registered_sfm"], "frames_with_camera": posed if info["method"] != "static" else T,
+    posed = T - len(info.get("unposed_frames", [])) if info["method"] != "static" else T
+    used = {name: f"{m['info'].get('backend', '-')}" + (f" ({m['info']['depth_kind']})" if "depth_kind" in m["info"]
+                                                         and name == "depth" else "")
+            for name, m in manifests.items() if name != "frames"}
+    row = {"video": video.name, "command": f"dynrec preprocess {video.name} -o W --offline --long-side 320",
+           "frames": T, "size": [W, H], "backends": used, "method": info["method"],
+           "registered_sfm": info["registered_sfm"], "frames_with_camera": posed,
            "colmap": info.get("colmap"), "focal": info["focal"], "focal_fixed": info.get("focal_fixed"),
            "reproj_error_px": info["reproj_error_px"], "ba": info.get("ba"), "image_motion_px": info["image_motion_px"],
-           "seconds": {k: round(v, 2) for k, v in times.items()}, "cameras_timings": info.get("timings")}
+           "wall_s": round(wall, 1), "seconds": seconds, "cameras_timings": info.get("timings"),
+           "tracks": manifests["tracks"]["info"].get("tracks"),
+           "moving_tracks": manifests["masks"]["info"].get("moving_tracks"),
+           "foreground_fraction": manifests["masks"]["info"].get("foreground_fraction"),
+           "align": {k: manifests["align"]["info"].get(k) for k in ("densified", "frames_fitted", "fast_path")}}
     tr = Tracks.load(work / "tracks")
     mk = Masks.load(work / "masks").masks
     bg = background_observations(tr.xy, tr.visible, mk)
-    lines = [f"{video.name}: {T} frames at {W}x{H}", f"method: {info['method']}",
-             f"registered by SfM: {info['registered_sfm']}/{T}; with a camera: {row['frames_with_camera']}/{T}",
+    lines = [f"{video.name}: {T} frames at {W}x{H}", "dynrec preprocess --offline --long-side 320",
+             f"cameras: {info['method']}",
+             f"registered by SfM: {info['registered_sfm']}/{T}; with a camera: {posed}/{T}",
              f"focal: {info['focal']:.1f} px ({info['focal'] / max(W, H):.2f} x max side)"
              + (" [fixed: not observable]" if info.get("focal_fixed") else "")
-            + (" [self-calibrated]" if info.get("focal_self_calibrated") else ""),
+             + (" [self-calibrated]" if info.get("focal_self_calibrated") else ""),
              f"reprojection error: {info['reproj_error_px']}",
-             f"time (s): {row['seconds']}", "", *(f"{k}: {v}" for k, v in used.items())]
-    contact_sheet(RESULTS / f"cameras_{video.stem}.png", f"cameras on {video.name}", frames.images, mk, tr.xy,
-                  tr.visible, bg, cams.w2c, lines)
-    print(f"{video.name}: {info['method']}, SfM {info['registered_sfm']}/{T}, cameras {row['frames_with_camera']}/{T}, "
-          f"{row['seconds']}", file=sys.stderr)
+             f"tracks: {row['tracks']} ({row['moving_tracks']} moving); mask share {row['foreground_fraction']:.3f}",
+             f"stage time (s): {seconds}", f"total {wall:.0f} s"]
+    contact_sheet(RESULTS / f"cameras_{video.stem}.png", f"dynrec preprocess --offline on {video.name}",
+                  frames.images, mk, tr.xy, tr.visible, bg, cams.w2c, lines)
+    print(f"{video.name}: {info['method']}, SfM {info['registered_sfm']}/{T}, cameras {posed}/{T}, {seconds}",
+          file=sys.stderr)
     return row
 
 

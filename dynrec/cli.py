@@ -40,6 +40,8 @@ def preprocess(
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Keep at most this many frames.")] = None,
     long_side: Annotated[int | None, typer.Option("--long-side", help="Resize so the longer side has this many pixels.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
+    weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Folder of learned-backend weights (<org>/<name>; also searched: $DYNREC_WEIGHTS, the hub caches).")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Name the subject: 'x,y' pixels of the input video's first kept frame (masks stage).")] = None,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -51,6 +53,8 @@ def preprocess(
     sets = [f"frames.{k}={v}" for k, v in
             (("stride", stride), ("max_frames", max_frames), ("long_side", long_side)) if v is not None]
     sets += [f"run.device={device}"] if device else []
+    sets += [f"run.weights_dir={weights_dir.expanduser().resolve()}"] if weights_dir else []
+    sets += [f"masks.prompt={prompt}"] if prompt is not None else []
     runner = open_runner(out, create=True, source=video, gt=gt, preset=preset, config_file=config,
                          sets=sets + list(set_ or []), console=err, offline=offline)
     if runner.source is None:

@@ -221,3 +221,22 @@ def test_panning_camera_is_initialised_as_a_rotation(tmp_path):
     rel_true = w2c[1:, :3, :3] @ w2c[:-1, :3, :3].transpose(0, 2, 1)
     cos = (np.trace(rel_est.transpose(0, 2, 1) @ rel_true, axis1=1, axis2=2) - 1) / 2
     assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() < 0.1
+
+
+def test_densify_reproduces_a_plane_in_inverse_depth() -> None:
+    """Samples of a plane (linear in inverse depth over the image) are interpolated exactly
+    inside their hull and by the nearest sample outside it."""
+    from dynrec.geometry.depthfit import densify
+
+    rng = np.random.default_rng(0)
+    W, H = 40, 30
+    inv = lambda x, y: 0.2 + 0.003 * x + 0.002 * y
+    xy = np.c_[rng.uniform(5, 35, 60), rng.uniform(5, 25, 60)]
+    dense = densify(xy, 1.0 / inv(xy[:, 0], xy[:, 1]), W, H)
+    ys, xs = np.mgrid[0:H, 0:W] + 0.5
+    inside = (xs > 10) & (xs < 30) & (ys > 10) & (ys < 20)
+    np.testing.assert_allclose(dense[inside], 1.0 / inv(xs[inside], ys[inside]), rtol=1e-9)
+    corner = np.argmin(np.hypot(xy[:, 0], xy[:, 1]))  # pixel (0, 0) takes its nearest sample
+    assert dense[0, 0] == pytest.approx(1.0 / inv(*xy[corner]))
+    with pytest.raises(ValueError):
+        densify(xy[:0], np.zeros(0), W, H)

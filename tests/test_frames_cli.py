@@ -38,7 +38,7 @@ def test_image_folder(tmp_path):
 def test_preprocess_frames_then_status(cli, video, tmp_path):
     work = tmp_path / "work"
     r = cli("preprocess", video, "-o", work, "--max-frames", 5)
-    assert r.code != 0 and "backend 'learned' is not available" in r.err  # no learned depth yet
+    assert r.code != 0 and "Depth-Anything-V2-Small-hf' not found" in r.err and "--offline" in r.err  # no weights
     assert Frames.load(work / "frames").shape == (5, 48, 64)
     r = cli("status", work)
     assert r.code == 0 and "frames" in r.out and "done" in r.out and "failed" in r.out

@@ -66,7 +66,11 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
         backbone_config=backbone, reassemble_hidden_size=16, neck_hidden_sizes=[8, 8, 8, 8],
         fusion_hidden_size=8, head_hidden_size=8, patch_size=14,
     )  # fmt: skip
-    DepthAnythingForDepthEstimation(depth).save_pretrained(root / DEPTH_ID)
+    depth_model = DepthAnythingForDepthEstimation(depth)
+    with torch.no_grad():  # positive, varying disparity (the head ends in a ReLU), so it can be aligned
+        last = [c for c in depth_model.head.modules() if isinstance(c, torch.nn.Conv2d)][-1]
+        last.bias.fill_(1.0)
+    depth_model.save_pretrained(root / DEPTH_ID)
     DPTImageProcessorPil(
         size={"height": 28, "width": 28}, keep_aspect_ratio=True, ensure_multiple_of=14
     ).save_pretrained(root / DEPTH_ID)
@@ -395,3 +399,95 @@ def test_cotracker_checkpoint_and_missing(hub_repo: Path, tmp_path: Path) -> Non
         load_cotracker(repo_dir=hub_repo, checkpoint=tmp_path / "missing.pth")
     with pytest.raises(WeightsMissing, match="no_such_entry"):
         load_cotracker(repo_dir=hub_repo, model="no_such_entry")
+
+
+# ---- the learned backends inside the preprocessing stages ---------------------------------
+
+
+def _manifest(work: Path, stage: str) -> dict:
+    import json
+
+    return json.loads((work / stage / "manifest.json").read_text())["info"]
+
+
+def test_stages_run_learned_backends(gt_work: Path, weights: Path, hub_repo: Path, tmp_path: Path, cli) -> None:
+    """Each preprocessing stage runs its learned backend (Depth Anything, SAM prompted by the
+    gt tracks that move, ViTPose++, CoTracker through a hub stand-in) on the tiny scene's
+    work dir, the other stages' artifacts being ground truth (downstream first: a stage
+    redone with ``--only`` makes the stages after it stale)."""
+    import shutil
+
+    from dynrec.artifacts import Depth, Frames, Keypoints, Masks, Tracks
+
+    work = tmp_path / "work"
+    shutil.copytree(gt_work, work)
+    frames = Frames.load(work / "frames").images
+    T, H, W = frames.shape[:3]
+
+    def only(stage: str, *sets: str) -> None:
+        args = ["preprocess", "-o", work, "--only", stage, "--weights-dir", weights,
+                "--set", f"{stage}.backend=learned", *[a for s in sets for a in ("--set", s)]]
+        r = cli(*args)
+        assert r.code == 0, r.err
+        assert _manifest(work, stage)["backend"] == "learned"
+
+    only("keypoints", "keypoints.batch=3")
+    kp = Keypoints.load(work / "keypoints")
+    assert _manifest(work, "keypoints")["keypoints"] == 17 and kp.names[0] == "nose"
+    assert kp.xy.shape == (T, 17, 2) and kp.confidence.shape == (T, 17) and len(kp.skeleton) > 0
+
+    only("masks", "masks.sam_points=3")
+    masks = _manifest(work, "masks")
+    assert masks["prompted_frames"] == T and masks["moving_tracks"] > 0
+    assert Masks.load(work / "masks").masks.shape == (T, H, W)
+
+    only("tracks", f"tracks.repo_dir={hub_repo}", "tracks.grid_size=6", "tracks.query_every=8", "tracks.max_side=40")
+    tracks = Tracks.load(work / "tracks")
+    assert set(np.unique(tracks.query_frame)) <= set(range(0, T, 8))
+    assert tracks.xy.shape[1] == T and len(tracks.xy) > 10
+    n = np.arange(len(tracks.xy))
+    at_query = tracks.xy[n, tracks.query_frame]  # seeded inside the frame
+    assert ((at_query >= 0) & (at_query <= [W, H])).all()
+
+    only("depth", "depth.batch=3")
+    depth = _manifest(work, "depth")
+    assert depth["depth_kind"] == "disparity" and Path(depth["weights"]) == weights / DEPTH_ID
+    assert Depth.load(work / "depth").depth.shape == (T, H, W)
+
+
+def test_learned_keypoints_follow_the_mask_boxes(gt_work: Path, weights: Path, tmp_path: Path) -> None:
+    """Frames whose mask is empty get confidence 0; the keypoints lie in the mask's box (the
+    stage is called directly, on a copy of the masks with frame 3 emptied)."""
+    from dynrec.artifacts import Keypoints, Masks
+    from dynrec.stages import keypoints as stage
+    from dynrec.stages.base import StageContext
+
+    masks = Masks.load(gt_work / "masks")
+    masks.masks[3] = False
+    (tmp_path / "masks").mkdir()
+    masks.save(tmp_path / "masks")
+    out = tmp_path / "keypoints"
+    out.mkdir()
+    inputs = {name: gt_work / name for name in stage.STAGE.upstream} | {"masks": tmp_path / "masks"}
+    ctx = StageContext(work=gt_work, out=out, inputs=inputs, weights_dir=weights)
+    info = stage.run(ctx, stage.KeypointsParams(backend="learned", box_margin=0.0))
+    assert info["frames_without_subject"] == 1
+    work = tmp_path
+    kp = Keypoints.load(work / "keypoints")
+    assert (kp.confidence[3] == 0).all() and (kp.confidence[2] >= 0).all()
+    for t in (0, 5):  # inside ViTPose's crop: the box widened to the model's aspect (24:32),
+        # x1.25, plus one cell of its 6x8 heatmap
+        ys, xs = np.nonzero(masks.masks[t])
+        w0, h0 = xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()
+        cx, cy = (xs.max() + 1 + xs.min()) / 2, (ys.max() + 1 + ys.min()) / 2
+        w, h = 1.25 * max(w0, 0.75 * h0), 1.25 * max(h0, w0 / 0.75)
+        assert (np.abs(kp.xy[t, :, 0] - cx) <= w / 2 + w / 6).all()
+        assert (np.abs(kp.xy[t, :, 1] - cy) <= h / 2 + h / 8).all()
+
+
+def test_learned_stage_without_weights_names_the_model(scene: Path, tmp_path: Path, cli) -> None:
+    r = cli("preprocess", scene / "video.mp4", "-o", tmp_path / "w", "--gt", scene, "--preset", "tiny",
+            "--set", "depth.backend=learned", "--weights-dir", tmp_path / "empty")
+    assert r.code == 1
+    assert DEPTH_ID in r.err and "--offline" in r.err and "Traceback" not in r.err
+    assert (tmp_path / "w" / "frames" / "manifest.json").is_file()  # earlier stages kept

@@ -3,6 +3,8 @@ import, clustered keypoints, and the errors bad input gets."""
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -214,7 +216,9 @@ def test_offline_stages_via_cli(cli, scene, tmp_path):
     r = cli("preprocess", scene / "video.mp4", "-o", work, "--only", "frames")
     assert r.code == 0, r.err
     r = cli("preprocess", "-o", work, "--set", "depth.backend=offline", "--only", "depth")
-    assert r.code != 0 and "--set depth.folder=DIR" in r.err
+    assert r.code == 0 and "--set depth.folder=DIR" in r.err  # no maps: a warning, depth_kind none
+    assert not Depth.load(work / "depth").depth.any()
+    assert json.loads((work / "depth" / "manifest.json").read_text())["info"]["depth_kind"] == "none"
     r = cli("preprocess", "-o", work, "--set", f"depth.folder={folder}", "--only", "depth")
     assert r.code == 0, r.err
     np.testing.assert_array_equal(Depth.load(work / "depth").depth, Depth.load(scene / "gt" / "depth").depth)
@@ -261,3 +265,29 @@ def test_all_tracks_lost_stops_the_tracks_stage(cli, tmp_path):
     r = cli("preprocess", "-o", work, "--only", "tracks")
     assert r.code != 0 and "tracks: all" in r.err and "were lost right after their query frames" in " ".join(r.err.split())
     assert "Traceback" not in r.err
+
+
+def test_preprocess_offline_without_depth(scene, tmp_path, cli):
+    """`preprocess --offline` with no depth maps completes: cameras from the bundle adjustment
+    started on a plane, depth interpolated from the sparse points, close to the truth on the
+    background up to the reconstruction's scale."""
+    from dynrec.artifacts import Depth, Masks
+
+    torch.set_num_threads(1)
+    work = tmp_path / "work"
+    # without depth the orbiting camera hides the subject's motion from the fundamental
+    # matrices (docs/offline-preprocess.md): name it with --prompt, a point on it in frame 0
+    ys, xs = np.nonzero(Masks.load(scene / "gt" / "masks").masks[0])
+    k = np.argmin(np.hypot(xs - xs.mean(), ys - ys.mean()))
+    r = cli("preprocess", scene / "video.mp4", "-o", work, "--offline", "--preset", "tiny",
+            "--prompt", f"{xs[k] + 0.5},{ys[k] + 0.5}")
+    assert r.code == 0, r.err
+    info = lambda s: json.loads((work / s / "manifest.json").read_text())["info"]
+    assert info("depth")["depth_kind"] == "none"
+    assert info("align")["densified"] and info("cameras")["method"] in ("colmap", "colmap+ba", "ba")
+    aligned = Depth.load(work / "align").depth
+    truth = Depth.load(scene / "gt" / "depth").depth
+    bg = ~Masks.load(scene / "gt" / "masks").masks & (aligned > 0)
+    ratio = aligned[bg] / truth[bg]
+    rel = np.abs(ratio / np.median(ratio) - 1)
+    assert bg.mean() > 0.5 and np.median(rel) < 0.15

@@ -110,3 +110,28 @@ def fill_gaps(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
     if ok.all() or not ok.any():
         return values.copy()
     return np.interp(t, t[ok], values[ok])
+
+
+def densify(xy: np.ndarray, z: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Dense z-depth ``[height, width]`` interpolated from sparse samples.
+
+    ``xy`` [n, 2] pixel positions (pixel centres at +0.5), ``z`` [n] > 0 their depths. The
+    inverse depth is interpolated linearly over the samples' Delaunay triangulation (a
+    piecewise-planar scene in disparity) and filled outside their convex hull with the
+    nearest sample's; scipy does the triangulation.
+    """
+    from scipy.interpolate import griddata
+
+    xy = np.asarray(xy, np.float64).reshape(-1, 2)
+    z = np.asarray(z, np.float64).reshape(-1)
+    ok = np.isfinite(xy).all(1) & np.isfinite(z) & (z > 0)
+    xy, inv = xy[ok], 1.0 / z[ok]
+    if len(inv) == 0:
+        raise ValueError("densify needs at least one sample with positive depth")
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    grid = np.stack([xs.ravel(), ys.ravel()], 1)
+    near = griddata(xy, inv, grid, method="nearest")
+    if len(inv) >= 3 and np.linalg.matrix_rank(xy - xy.mean(0)) == 2:
+        lin = griddata(xy, inv, grid, method="linear")
+        near = np.where(np.isfinite(lin), lin, near)
+    return (1.0 / near).reshape(height, width)

@@ -31,9 +31,12 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class RunParams:
-    """Settings of the whole run: ``device`` is auto | cpu | cuda."""
+    """Settings of the whole run: ``device`` is auto | cpu | cuda; ``weights_dir`` the folder
+    of learned-backend weights searched first (then ``$DYNREC_WEIGHTS`` and the hub caches;
+    not part of any stage's key: the model id is)."""
 
     device: str = "auto"
+    weights_dir: str | None = None
 
 
 @dataclass

@@ -206,6 +206,7 @@ class Runner:
             ctx = StageContext(work=self.work.root, out=tmp,
                                inputs={u: self.work.stage_dir(u) for u in spec.upstream},
                                device=self.device, source=self.source, gt=self.gt,
+                               weights_dir=Path(w).expanduser() if (w := self.config.run.weights_dir) else None,
                                console=self.console, progress=progress)
             try:
                 info = spec.run(ctx, params) or {}

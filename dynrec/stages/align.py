@@ -5,7 +5,10 @@ depth stage's maps onto the depths of the sparse background points of the camera
 (SfM / bundle adjustment; with cameras that come without points, e.g. ``gt``, the background
 tracks are triangulated with the cameras). Depth-like maps are fitted in depth
 (``z ≈ s m + b``), disparity-like ones (the depth stage's ``depth_kind``) in inverse depth
-(``1/z ≈ s m + b``) and then inverted. Frames with too few points get the scale/shift
+(``1/z ≈ s m + b``) and then inverted. Without depth maps (``depth_kind: none``) the
+sparse points seen in each frame are interpolated into dense depth instead
+(:func:`dynrec.geometry.depthfit.densify`); frames seeing fewer than ``min_points`` copy the
+nearest frame that does. Frames with too few points get the scale/shift
 interpolated from their neighbours. With ``static`` cameras (no parallax, no points) each
 frame is fitted to a reference frame on the background pixels instead.
 
@@ -24,7 +27,7 @@ import numpy as np
 from dynrec.artifacts import Cameras, Depth, Masks, SparsePoints, Tracks
 from dynrec.errors import ArtifactError, DynrecError
 from dynrec.geometry.camera import world_to_camera
-from dynrec.geometry.depthfit import fill_gaps, fit_scale_shift
+from dynrec.geometry.depthfit import densify, fill_gaps, fit_scale_shift
 from dynrec.geometry.sfm import background_observations, sample_smooth, triangulate
 from dynrec.stages.base import StageContext, StageSpec
 from dynrec.stages.upstream import depth_kind, upstream_info
@@ -102,6 +105,10 @@ def run(ctx: StageContext, params: AlignParams) -> dict[str, Any]:
     bg = background_observations(tracks.xy, tracks.visible, masks)
     mono = depth.astype(np.float64)
     values: list[tuple[np.ndarray, np.ndarray]] = []
+    if cams.method == "static" and kind == "none":  # nothing to measure depth with: a plane at distance 1
+        ctx.console.print("[yellow]align: static cameras and no depth maps; the depth is a plane at distance 1[/]")
+        Depth(np.ones_like(depth, dtype=np.float32)).save(ctx.out)
+        return {**info, "fast_path": "plane"}
     if cams.method == "static":
         # no parallax, no points: fit every frame to a reference frame on background pixels
         ref = T // 2
@@ -123,12 +130,19 @@ def run(ctx: StageContext, params: AlignParams) -> dict[str, Any]:
             seen = bg[index, t]
             cam = world_to_camera(xyz[seen], cams.w2c[t].astype(np.float64))
             z = cam[:, 2]
+            if kind == "none":  # no maps to fit: keep where the points are and their depth
+                good = z > 0
+                zs.append(z[good])
+                values.append((tracks.xy[index[seen], t][good], z[good]))
+                continue
             m = sample_smooth(mono, tracks.xy[index[seen], t], np.full(int(seen.sum()), t))
             good = (z > 0) & (m > 0)
             zs.append(z[good])
             values.append((m[good], z[good] if kind == "depth" else 1.0 / z[good]))
         allz = np.concatenate(zs) if zs else np.zeros(0)
         max_depth = params.max_depth_ratio * float(np.percentile(allz, 95)) if len(allz) else None
+    if kind == "none":
+        return _densified(ctx, params, values, info, max_depth, depth.shape)
     scale, shift, own, inliers = _fit_frames(values, params, T)
     if not own.any():
         raise DynrecError(f"align: no frame has {params.min_points}+ sparse points with depth; "
@@ -142,7 +156,29 @@ def run(ctx: StageContext, params: AlignParams) -> dict[str, Any]:
             "inliers": [int(v) for v in inliers], "max_depth": max_depth}
 
 
+def _densified(ctx: StageContext, params: AlignParams, values: list[tuple[np.ndarray, np.ndarray]],
+               info: dict[str, Any], max_depth: float | None, shape: tuple[int, ...]) -> dict[str, Any]:
+    """Dense depth interpolated from each frame's sparse points ``values[t] = (xy [n, 2], z [n])``."""
+    T, H, W = shape
+    own = np.array([len(z) >= params.min_points for _, z in values])
+    if not own.any():
+        raise DynrecError(f"align: no frame sees {params.min_points}+ sparse points; without depth maps there is "
+                          "nothing to make depth from (import maps with --set depth.folder=DIR)")
+    out = np.zeros((T, H, W), np.float32)
+    for t in np.flatnonzero(own):
+        ctx.progress("interpolating sparse depth", int(t), T)
+        out[t] = densify(values[t][0], values[t][1], W, H)
+    done = np.flatnonzero(own)
+    for t in np.flatnonzero(~own):
+        out[t] = out[done[np.abs(done - t).argmin()]]
+    if max_depth is not None:
+        out = np.where(out <= max_depth, out, 0.0).astype(np.float32)
+    Depth(out).save(ctx.out)
+    return {**info, "fast_path": None, "densified": True, "frames_fitted": int(own.sum()),
+            "interpolated": [int(t) for t in np.flatnonzero(~own)], "max_depth": max_depth}
+
+
 STAGE = StageSpec(
-    name="align", version=1, upstream=("depth", "tracks", "masks", "cameras"), params=AlignParams, run=run,
+    name="align", version=2, upstream=("depth", "tracks", "masks", "cameras"), params=AlignParams, run=run,
     summary="depth scaled/shifted per frame to the cameras' sparse points",
 )

@@ -28,7 +28,8 @@ class StageContext:
     ``out`` is the stage's private temporary folder (renamed into place on success);
     ``inputs`` maps each upstream stage name to its finished folder; ``checkpoints`` is a
     folder inside ``out`` kept across interrupted runs with the same key and removed on
-    success; ``source`` is the input video or image folder; ``gt`` a ground-truth scene.
+    success; ``source`` is the input video or image folder; ``gt`` a ground-truth scene;
+    ``weights_dir`` the folder learned backends look in first (``--weights-dir``).
     """
 
     work: Path
@@ -37,6 +38,7 @@ class StageContext:
     device: str = "cpu"
     source: Path | None = None
     gt: Path | None = None
+    weights_dir: Path | None = None
     console: Console = field(default_factory=Console)
     progress: ProgressFn = _no_progress
 

@@ -234,6 +234,9 @@ def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba
         ctx.progress("initialisation", 1, 3)
         t0 = time.perf_counter()
         depth = as_depth(Depth.load(ctx.inputs["depth"]).depth, depth_kind(ctx))
+        if not (depth > 0).any():  # no depth maps: a fronto-parallel plane only starts the BA
+            depth = np.ones_like(depth)
+            info["depth_init"] = "plane"
         focal = col.focal if seed_ok else focal0
         rotating = False
         if not seed_ok:

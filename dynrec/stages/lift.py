@@ -12,7 +12,14 @@ import torch
 from dynrec.artifacts import Cameras, Depth, Frames, Lift, Masks, Tracks
 from dynrec.errors import DynrecError
 from dynrec.geometry.camera import pixel_centers, unproject
-from dynrec.geometry.lift import canonical_frame, fill_gaps, init_nodes, lift_tracks, motion_bases, to_canonical
+from dynrec.geometry.lift import (
+    canonical_frame,
+    fill_gaps,
+    init_nodes,
+    lift_tracks,
+    motion_bases,
+    to_canonical,
+)
 from dynrec.stages.base import StageContext, StageSpec
 
 
@@ -57,7 +64,7 @@ def foreground_tracks(tracks: Tracks, masks: np.ndarray, fraction: float) -> np.
 def point_cloud(frames: np.ndarray, depth: np.ndarray, select: np.ndarray, cams: Cameras, ts: list[int],
                 limit: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Unproject pixels where ``select`` [T, H, W] and depth > 0 at frames ``ts``; at most ``limit`` points."""
-    T, H, W = depth.shape
+    _, H, W = depth.shape
     centres = pixel_centers(H, W)
     points, colors = [], []
     for t in ts:
@@ -79,7 +86,7 @@ def foreground_cloud(frames: np.ndarray, depth: np.ndarray, masks: np.ndarray, c
     """Foreground pixels of ``fg_frames`` frames, in the canonical frame: parts hidden at the
     canonical frame still get Gaussians. Returns (points [P, 3], colours [P, 3])."""
     T = depth.shape[0]
-    others = [int(round(x)) for x in np.linspace(0, T - 1, max(params.fg_frames - 1, 0))]
+    others = [round(x) for x in np.linspace(0, T - 1, max(params.fg_frames - 1, 0))]
     ts = [canonical] + [t for t in dict.fromkeys(others) if t != canonical]
     points, colors = [], []
     for t in ts:
@@ -119,7 +126,7 @@ def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
     positions, coefficients, radii = init_nodes(xyz[:, canonical], centres, params.n_nodes, seed=params.seed)
     rng = np.random.default_rng(params.seed)
     T = depth.shape[0]
-    bg_ts = sorted({int(round(x)) for x in np.linspace(0, T - 1, min(params.bg_frames, T))})
+    bg_ts = sorted({round(x) for x in np.linspace(0, T - 1, min(params.bg_frames, T))})
     fg_pts, fg_cols = foreground_cloud(frames, depth, masks, cams, canonical, xyz, valid, labels, bases, params, rng)
     bg_pts, bg_cols = point_cloud(frames, depth, ~masks, cams, bg_ts, params.max_bg_points, rng)
     if len(fg_pts) == 0:

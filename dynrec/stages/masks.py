@@ -1,6 +1,8 @@
 """masks: foreground masks [T,H,W].
 
-Backends: ``gt`` copies a synth scene's ground truth; ``offline`` segments what moves
+Backends: ``learned`` (default) prompts SAM (:mod:`dynrec.learned.sam`) in every frame with
+up to ``sam_points`` points of the tracks that move against the camera motion (or of the
+subject named by ``prompt``); ``gt`` copies a synth scene's ground truth; ``offline`` segments what moves
 against the camera motion (:mod:`dynrec.vision.motionseg`): the tracks' motion scores give
 foreground and background seeds, GrabCut makes them dense, a 3-frame majority smooths them
 in time. The cameras stage runs after this one, so the camera motion is estimated here from
@@ -18,24 +20,28 @@ from typing import Any
 
 import numpy as np
 
-from dynrec.artifacts import Depth, Frames, Masks, Tracks
+from dynrec.artifacts import Frames, Masks, Tracks
 from dynrec.errors import DynrecError
 from dynrec.stages.base import StageContext, StageSpec, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
-from dynrec.stages.upstream import depth_kind
+from dynrec.stages.upstream import z_depth
 
 
 @dataclass
 class MasksParams:
     """``backend``: which method produces the masks (see ``BACKENDS``).
 
-    Offline backend: ``prompt`` "x,y" in pixels of the input video ("" = none) and
+    Learned backend: SAM ``model`` (hub id or folder), ``sam_points`` prompt points per
+    frame, ``batch`` frames per image-encoder pass. Both backends: ``prompt`` "x,y" in pixels of the input video ("" = none) and
     ``prompt_frame`` (index among the kept frames) name the subject; ``prompt_radius``
     (pixels of the kept frames): tracks this close to the prompt belong to the subject;
     ``moving``: fraction of frame pairs in which a track moves against the camera for it to
     be foreground; ``threshold_px``: smallest residual that counts as moving."""
 
     backend: str = "learned"
+    model: str = "facebook/sam-vit-base"
+    sam_points: int = 8
+    batch: int = 4
     prompt: str = ""
     prompt_frame: int = 0
     prompt_radius: float = 4.0
@@ -73,15 +79,39 @@ def source_size(source: Path | None) -> tuple[int, int] | None:
         return None
 
 
-def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
-    from dynrec.vision.motionseg import (
-        MaskParams,
-        MotionParams,
-        motion_scores,
-        parse_prompt,
-        prompt_tracks,
-        segment,
-    )
+def _learned(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
+    from dynrec.learned.sam import load_sam, prompts_from_tracks, segment
+
+    if params.sam_points < 1 or params.batch < 1:
+        raise DynrecError("masks: sam_points and batch must be >= 1")
+    frames, tracks, subject, scores, _, _ = _motion(ctx, params)
+    T, H, W = frames.shape[:3]
+    moving = (scores.track >= params.moving) & (scores.pairs > 0)
+    chosen = moving if subject is None else np.isin(np.arange(len(moving)), subject)
+    if not chosen.any():
+        raise DynrecError(
+            f"masks: no track moves against the camera motion ({len(moving)} tracks) to prompt SAM with; "
+            "name the subject with --prompt x,y (pixels of the input video)")
+    points = prompts_from_tracks(tracks.xy, tracks.visible, chosen, params.sam_points, (W, H))
+    bundle = load_sam(params.model, ctx.weights_dir, ctx.device)
+    masks = np.zeros((T, H, W), bool)
+    for s in range(0, T, params.batch):
+        ctx.progress("SAM", s, T)
+        masks[s : s + params.batch] = segment(bundle, frames[s : s + params.batch], points[s : s + params.batch],
+                                              batch=params.batch)
+    if not masks.any():
+        raise DynrecError("masks: SAM returned empty masks in every frame; name the subject with --prompt x,y")
+    Masks(masks).save(ctx.out)
+    return {"backend": "learned", "model": params.model, "weights": str(bundle.source),
+            "moving_tracks": int(moving.sum()), "prompted_frames": int(sum(len(p) > 0 for p in points)),
+            "empty_frames": int((~masks.any(axis=(1, 2))).sum()), "foreground_fraction": float(masks.mean()),
+            "prompt_tracks": None if subject is None else len(subject)}
+
+
+def _motion(ctx: StageContext, params: MasksParams) -> tuple[np.ndarray, Tracks, Any, Any, Any, Any]:
+    """(frames, tracks, the prompted subject's track indices or None, motion scores, z-depth
+    or None, motion params) shared by both backends."""
+    from dynrec.vision.motionseg import MotionParams, motion_scores, parse_prompt, prompt_tracks
 
     frames = Frames.load(ctx.inputs["frames"]).images
     tracks = Tracks.load(ctx.inputs["tracks"])
@@ -98,6 +128,13 @@ def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
     verified = tracks.visible & (tracks.confidence >= 0.5)
     ctx.progress("motion", 0, T)
     scores = motion_scores(tracks.xy, verified, depth, (W, H), motion)
+    return frames, tracks, subject, scores, depth, motion
+
+
+def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
+    from dynrec.vision.motionseg import MaskParams, segment
+
+    frames, tracks, subject, scores, depth, motion = _motion(ctx, params)
     masks = segment(frames, tracks.xy, tracks.visible, scores, depth, subject,
                     replace(MaskParams(), moving=params.moving), motion,
                     progress=lambda done, total: ctx.progress("segmenting", done, total))
@@ -113,15 +150,7 @@ def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
             "prompt_tracks": None if subject is None else len(subject)}
 
 
-def z_depth(ctx: StageContext) -> np.ndarray | None:
-    """The depth stage's maps [T, H, W] when there are some and they are z-depth, else None
-    (relative disparity cannot lift points)."""
-    if "depth" not in ctx.inputs or depth_kind(ctx) != "depth":
-        return None
-    return Depth.load(ctx.inputs["depth"]).depth
-
-
-BACKENDS = {"gt": _gt, "offline": _offline}
+BACKENDS = {"learned": _learned, "gt": _gt, "offline": _offline}
 
 
 def run(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
@@ -129,6 +158,6 @@ def run(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
 
 
 STAGE = StageSpec(
-    name="masks", version=1, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
+    name="masks", version=2, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
     external=gt_external("masks"), summary="foreground masks [T,H,W]",
 )

@@ -1,6 +1,9 @@
 """tracks: 2D point tracks [N,T,2] with visibility.
 
-Backends: ``gt`` copies a synth scene's ground truth; ``offline`` seeds a grid of query
+Backends: ``learned`` (default) tracks with CoTracker3 through ``torch.hub``
+(:mod:`dynrec.learned.cotracker`: ``hub`` name, or a local clone ``repo_dir`` and a
+``checkpoint``), on the same query points and rounds as the offline tracker; ``gt`` copies a
+synth scene's ground truth; ``offline`` seeds a grid of query
 points every ``query_every`` frames (denser on what moves on its own) and tracks them with
 template-anchored Lucas-Kanade (:mod:`dynrec.vision.queries`, :mod:`dynrec.vision.lk`) on
 the CPU. With z-depth from the depth stage the moving regions are found with the camera
@@ -14,18 +17,22 @@ from typing import Any
 
 import numpy as np
 
-from dynrec.artifacts import Depth, Frames, Tracks
+from dynrec.artifacts import Frames, Tracks
 from dynrec.errors import DynrecError
 from dynrec.stages.base import StageContext, StageSpec, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
-from dynrec.stages.upstream import depth_kind
+from dynrec.stages.upstream import z_depth
 
 
 @dataclass
 class TracksParams:
     """``backend``: which method produces the tracks (see ``BACKENDS``).
 
-    Offline backend: ``grid_size`` query points along the longer image side;
+    Learned backend: CoTracker entry point ``model`` of ``hub`` (or of the clone
+    ``repo_dir``), weights ``checkpoint`` (a path or a file name in the weights folders; "" =
+    the hub's own), run with the long side at ``max_side`` pixels. Query points: as below.
+
+    Offline backend (query points for both): ``grid_size`` query points along the longer image side;
     ``query_every`` frames between re-seeding rounds; ``dense_factor``: how much finer the
     grid is on moving regions (1 = uniform); ``min_texture``: smallest colour structure-tensor
     eigenvalue of a seeded point (RGB in [0, 1]); ``patch_radius``: tracked patches are
@@ -33,6 +40,11 @@ class TracksParams:
     ``max_residual``: mean colour distance above which a point is occluded."""
 
     backend: str = "learned"
+    model: str = "cotracker3_offline"
+    hub: str = "facebookresearch/co-tracker"
+    repo_dir: str = ""
+    checkpoint: str = ""
+    max_side: int = 512
     grid_size: int = 30
     query_every: int = 8
     dense_factor: int = 2
@@ -47,7 +59,29 @@ def _gt(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
     return {"backend": "gt"}
 
 
+def _learned(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
+    from dynrec.learned.cotracker import load_cotracker, track
+    from dynrec.vision.lk import TrackResult
+
+    if params.max_side < 16:
+        raise DynrecError(f"tracks: max_side must be >= 16, got {params.max_side}")
+    model = load_cotracker(params.hub, params.model, params.repo_dir or None, params.checkpoint or None,
+                           ctx.device, ctx.weights_dir)
+
+    def cotracker(frames: np.ndarray, rows: np.ndarray, progress: Any) -> TrackResult:
+        xy, visible, confidence = track(model, frames, queries=rows, max_side=params.max_side)
+        return TrackResult(xy, visible, confidence)
+
+    return _seeded(ctx, params, "learned", cotracker) | {"model": params.model,
+                                                        "code": params.repo_dir or params.hub}
+
+
 def _offline(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
+    return _seeded(ctx, params, "offline", None)
+
+
+def _seeded(ctx: StageContext, params: TracksParams, backend: str, tracker: Any) -> dict[str, Any]:
+    """Seed query points in rounds and track them with ``tracker`` (None: the offline tracker)."""
     from dynrec.vision.lk import TrackParams
     from dynrec.vision.queries import SeedParams, track_video
 
@@ -60,7 +94,7 @@ def _offline(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
                     max_residual=params.max_residual)
     seeds = SeedParams(grid_size=params.grid_size, query_every=params.query_every, dense_factor=params.dense_factor,
                        min_texture=params.min_texture)
-    found = track_video(frames, depth, seeds, track, progress=ctx.progress)
+    found = track_video(frames, depth, seeds, track, progress=ctx.progress, tracker=tracker)
     result = found.result
     N = result.visible.shape[0]
     beyond = result.visible.copy()
@@ -68,21 +102,13 @@ def _offline(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
     if not beyond.any():
         raise DynrecError(
             f"tracks: all {N} tracks were lost right after their query frames; the video may be too "
-            "blurred, fast or noisy for the offline tracker (try --set tracks.fb_px=1.0 or another backend)")
+            f"blurred, fast or noisy for the {backend} tracker (try --set tracks.fb_px=1.0 or another backend)")
     Tracks(result.xy, result.visible, result.confidence, found.query_frame).save(ctx.out)
-    return {"backend": "offline", "tracks": N, "moving_tracks": int(found.moving.sum()),
+    return {"backend": backend, "tracks": N, "moving_tracks": int(found.moving.sum()),
             "visible_fraction": float(result.visible.mean()), "depth_used": depth is not None}
 
 
-def z_depth(ctx: StageContext) -> np.ndarray | None:
-    """The depth stage's maps [T, H, W] when there are some and they are z-depth, else None
-    (relative disparity cannot lift points)."""
-    if "depth" not in ctx.inputs or depth_kind(ctx) != "depth":
-        return None
-    return Depth.load(ctx.inputs["depth"]).depth
-
-
-BACKENDS = {"gt": _gt, "offline": _offline}
+BACKENDS = {"learned": _learned, "gt": _gt, "offline": _offline}
 
 
 def run(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
@@ -90,6 +116,6 @@ def run(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
 
 
 STAGE = StageSpec(
-    name="tracks", version=1, upstream=("frames", "depth"), params=TracksParams, run=run,
+    name="tracks", version=2, upstream=("frames", "depth"), params=TracksParams, run=run,
     external=gt_external("tracks"), summary="2D point tracks [N,T,2] with visibility",
 )

@@ -2,7 +2,8 @@
 
 The depth stage says in ``info["depth_kind"]`` whether its maps are z-depth (``"depth"``,
 the default when absent) or relative inverse depth (``"disparity"``, e.g. Depth Anything's
-relative models), and in ``info["backend"]`` which backend made them.
+relative models) or ``"none"`` (no depth maps: all 0, the offline backend without a folder),
+and in ``info["backend"]`` which backend made them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dynrec.errors import DynrecError
 from dynrec.pipeline.workdir import MANIFEST
 from dynrec.stages.base import StageContext
 
-DEPTH_KINDS = ("depth", "disparity")
+DEPTH_KINDS = ("depth", "disparity", "none")
 
 
 def upstream_info(ctx: StageContext, stage: str) -> dict[str, Any]:
@@ -29,7 +30,7 @@ def upstream_info(ctx: StageContext, stage: str) -> dict[str, Any]:
 
 
 def depth_kind(ctx: StageContext) -> str:
-    """``"depth"`` or ``"disparity"``: what the depth stage's maps hold."""
+    """``"depth"``, ``"disparity"`` or ``"none"``: what the depth stage's maps hold."""
     kind = str(upstream_info(ctx, "depth").get("depth_kind", "depth"))
     if kind not in DEPTH_KINDS:
         raise DynrecError(f"depth: unknown depth_kind '{kind}' in its manifest (expected one of {', '.join(DEPTH_KINDS)})")
@@ -41,9 +42,19 @@ def as_depth(maps: Any, kind: str) -> Any:
     import numpy as np
 
     maps = np.asarray(maps, dtype=np.float64)
-    if kind == "depth":
+    if kind in ("depth", "none"):
         return maps
     out = np.zeros_like(maps)
     ok = maps > 0
     out[ok] = 1.0 / maps[ok]
     return out
+
+
+def z_depth(ctx: StageContext) -> Any:
+    """The depth stage's maps [T, H, W] when there are some and they are z-depth, else None
+    (relative disparity or no maps cannot lift points)."""
+    from dynrec.artifacts import Depth
+
+    if "depth" not in ctx.inputs or depth_kind(ctx) != "depth":
+        return None
+    return Depth.load(ctx.inputs["depth"]).depth

@@ -17,6 +17,8 @@ from dynrec.synth.raycast import Hits
 
 _LIGHT = np.array([0.35, -0.55, 0.76]) / np.linalg.norm([0.35, -0.55, 0.76])
 _SKEW = np.array([37.13, 11.71, 5.37])
+#: :class:`~dynrec.synth.raycast.Hits` face index ``2 * axis + hi_side`` of the room's floor (z = 0).
+FLOOR_FACE = 4
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,12 @@ class Texturer:
             albedo = dark + (mat.light.astype(np.float32)[face] - dark) * s[:, None]
             lambert = np.clip(hits.normal[idx].astype(np.float32) @ light, 0.0, 1.0)
             shading = 0.6 + 0.4 * lambert
-            if mat.tile > 0:
+            if mat.tile > 0:  # the checker is on the floor face only: the walls lie on tile
+                # boundaries (x, y = +-ROOM_HALF), where float rounding of the hit point would
+                # flip the parity from frame to frame
                 cell = np.floor(local[:, :2] / mat.tile).astype(np.int64).sum(axis=1) & 1
-                shading *= np.where(cell == 1, 1.0, 0.62).astype(np.float32)
+                dim = (cell == 0) & (face == FLOOR_FACE)
+                shading *= np.where(dim, 0.62, 1.0).astype(np.float32)
             rgb[idx] = albedo * shading[:, None]
         return np.clip(rgb, 0.0, 1.0)
 

@@ -22,6 +22,8 @@ from dynrec.vision.motionseg import MotionParams, motion_scores
 
 #: ``progress(description, done, total)``.
 Progress = Callable[[str, int, int], None]
+#: ``tracker(frames [T,H,W,3], queries [N,3] rows (t, x, y), progress(done, total) | None)``.
+Tracker = Callable[[np.ndarray, np.ndarray, "Callable[[int, int], None] | None"], TrackResult]
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ def _concat(parts: list[TrackResult]) -> TrackResult:
 
 
 def track_video(frames: np.ndarray, depth: np.ndarray | None = None, seeds: SeedParams | None = None,
-                params: TrackParams | None = None, progress: Progress | None = None) -> VideoTracks:
+                params: TrackParams | None = None, progress: Progress | None = None,
+                tracker: Tracker | None = None) -> VideoTracks:
     """Seed and track points over a whole video (see the module doc).
 
     Args:
@@ -101,12 +104,16 @@ def track_video(frames: np.ndarray, depth: np.ndarray | None = None, seeds: Seed
             to find the moving regions, or None (fundamental matrices instead).
         seeds / params: seeding and tracking settings.
         progress: ``progress(description, done, total)`` over the rounds.
+        tracker: what tracks each round's queries (default: :func:`track_points` with
+            ``params``; the learned backend passes CoTracker). ``params.patch.radius`` still
+            sets the texture test of the seeds.
 
     Raises:
         DynrecError: when no frame has texture to track.
     """
     seeds = seeds or SeedParams()
     params = params or TrackParams()
+    run = tracker or (lambda f, rows, prog: track_points(f, rows, params, prog))
     T, H, W = frames.shape[:3]
     spacing = max(W, H) / seeds.grid_size
     fine = spacing / max(seeds.dense_factor, 1)
@@ -129,7 +136,7 @@ def track_video(frames: np.ndarray, depth: np.ndarray | None = None, seeds: Seed
         if len(batch) == 0:
             continue
         rows = np.c_[np.full(len(batch), q), batch]
-        parts.append(track_points(frames, rows, params, _round_progress(progress, len(batch), q, k, len(rounds))))
+        parts.append(run(frames, rows, _round_progress(progress, len(batch), q, k, len(rounds))))
         qframes.append(np.full(len(batch), q, np.int64))
         if k == 0 and seeds.dense_factor > 1:  # densify the first frame too, now motion is known
             all_ = _concat(parts)
@@ -137,7 +144,7 @@ def track_video(frames: np.ndarray, depth: np.ndarray | None = None, seeds: Seed
             seen = all_.xy[all_.visible[:, q], q]
             extra = _dense(frames[q], tex, all_, moving, q, spacing, fine, seen, np.zeros((0, 2)), seeds)
             if len(extra):
-                parts.append(track_points(frames, np.c_[np.full(len(extra), q), extra], params))
+                parts.append(run(frames, np.c_[np.full(len(extra), q), extra], None))
                 qframes.append(np.full(len(extra), q, np.int64))
         moving = _scores(_concat(parts), depth, (W, H), seeds)
     if not parts:
