@@ -291,3 +291,36 @@ def test_preprocess_offline_without_depth(scene, tmp_path, cli):
     ratio = aligned[bg] / truth[bg]
     rel = np.abs(ratio / np.median(ratio) - 1)
     assert bg.mean() > 0.5 and np.median(rel) < 0.15
+
+
+def test_static_camera_video_preprocesses_offline(cli, tmp_path):
+    """A static camera filming a moving square, no depth maps: `preprocess --offline` detects
+    the static camera, segments the square, and gives the depth a plane (nothing measures it)."""
+    from dynrec.artifacts import Depth, Masks
+
+    torch.set_num_threads(1)
+    frames, truth = _moving_square(T=12)
+    video = tmp_path / "static"
+    video.mkdir()
+    for t, img in enumerate(frames):
+        Image.fromarray(img).save(video / f"{t:02d}.png")
+    work = tmp_path / "work"
+    r = cli("preprocess", video, "-o", work, "--offline", "--preset", "tiny")
+    assert r.code == 0, r.err
+    info = lambda s: json.loads((work / s / "manifest.json").read_text())["info"]
+    assert info("cameras")["method"] == "static" and info("align")["fast_path"] == "plane"
+    assert (Depth.load(work / "align").depth == 1).all()
+    masks = Masks.load(work / "masks").masks
+    iou = (masks & truth).sum() / (masks | truth).sum()
+    assert iou > 0.6
+
+
+def test_black_video_stops_at_tracks(cli, tmp_path):
+    video = tmp_path / "black"
+    video.mkdir()
+    for t in range(5):
+        Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(video / f"{t:02d}.png")
+    work = tmp_path / "work"
+    r = cli("preprocess", video, "-o", work, "--offline")
+    assert r.code == 1 and "tracks: no trackable texture found" in " ".join(r.err.split())
+    assert "Traceback" not in r.err and (work / "depth" / "manifest.json").is_file()  # earlier stages kept
