@@ -324,3 +324,20 @@ def test_black_video_stops_at_tracks(cli, tmp_path):
     r = cli("preprocess", video, "-o", work, "--offline")
     assert r.code == 1 and "tracks: no trackable texture found" in " ".join(r.err.split())
     assert "Traceback" not in r.err and (work / "depth" / "manifest.json").is_file()  # earlier stages kept
+
+
+def test_offline_keypoints_without_foreground_are_empty(gt_work, tmp_path):
+    """Nothing on the masks (a still scene): an empty keypoints artifact and a warning, not a failure."""
+    from dynrec.artifacts import Keypoints, Masks
+    from dynrec.stages import keypoints as stage
+    from dynrec.stages.base import StageContext
+
+    masks = Masks.load(gt_work / "masks")
+    (tmp_path / "masks").mkdir()
+    Masks(np.zeros_like(masks.masks)).save(tmp_path / "masks")
+    out = tmp_path / "keypoints"
+    out.mkdir()
+    inputs = {name: gt_work / name for name in stage.STAGE.upstream} | {"masks": tmp_path / "masks"}
+    info = stage.run(StageContext(work=gt_work, out=out, inputs=inputs), stage.KeypointsParams(backend="offline"))
+    kp = Keypoints.load(out)
+    assert info["keypoints"] == 0 and kp.xy.shape == (len(masks.masks), 0, 2) and kp.names == []

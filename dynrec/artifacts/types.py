@@ -273,7 +273,7 @@ class Keypoints:
         names = self.names or [f"k{j}" for j in range(self.xy.shape[1])]
         save_npz(folder / self.FILE, {
             "xy": _f32(self.xy), "confidence": _f32(self.confidence),
-            "skeleton": np.asarray(self.skeleton, np.int32).reshape(-1, 2), "names": np.array(names),
+            "skeleton": np.asarray(self.skeleton, np.int32).reshape(-1, 2), "names": np.array(names, dtype=str),
             "xyz": _f32(self.xyz),
         }, self.SPEC)
 

@@ -123,9 +123,13 @@ def _offline(ctx: StageContext, params: KeypointsParams) -> dict[str, Any]:
     on_fg = tracks.visible & in_mask(tracks.xy, masks)
     share = on_fg.sum(1) / np.maximum(tracks.visible.sum(1), 1)
     fg = np.flatnonzero((share >= params.fg_fraction) & on_fg.any(1))
-    if len(fg) < 2:
-        raise DynrecError(f"keypoints: only {len(fg)} tracks lie on the foreground masks; need at least 2 "
-                          "(check the masks and tracks stages)")
+    if len(fg) < 2:  # nothing moves (a static scene): no keypoints, and SirenPose has nothing to use
+        ctx.console.print(f"[yellow]keypoints: only {len(fg)} tracks lie on the foreground masks; no keypoints "
+                          "(name a subject with --prompt x,y if something should move)[/]")
+        T = len(masks)
+        Keypoints(np.zeros((T, 0, 2), np.float32), np.zeros((T, 0), np.float32), np.zeros((0, 2), np.int64),
+                  []).save(ctx.out)
+        return {"backend": "offline", "keypoints": 0, "tracks": len(fg), "reason": "too few foreground tracks"}
     try:
         found = cluster_keypoints(tracks.xy[fg], on_fg[fg], depth, cams.K, cams.w2c, params.count,
                                   params.min_valid, params.seed)

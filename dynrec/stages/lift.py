@@ -109,8 +109,11 @@ def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
     frames = Frames.load(ctx.inputs["frames"]).images
     fg = foreground_tracks(tracks, masks, params.fg_fraction)
     if len(fg) < 3:
-        raise DynrecError(f"lift: only {len(fg)} tracks lie on the foreground mask; need at least 3 "
-                          "(check the masks and tracks stages)")
+        share = float(masks.mean())
+        raise DynrecError(f"lift: only {len(fg)} tracks lie on the foreground masks ({100 * share:.2f}% of the "
+                          "pixels); dynrec reconstructs a subject that moves: if nothing in the video moves on its "
+                          "own, name the subject with `dynrec preprocess -o WORK --prompt x,y` (pixels of the input "
+                          "video), otherwise check the masks and tracks stages")
     on_fg = tracks.visible[fg] & in_mask(tracks.xy[fg], masks)  # never lift a sample onto the background
     xyz, valid = lift_tracks(torch.from_numpy(tracks.xy[fg]).double(), torch.from_numpy(on_fg),
                              torch.from_numpy(depth).double(), torch.from_numpy(cams.K).double(),
