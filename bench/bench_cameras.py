@@ -35,12 +35,6 @@ if __package__ in (None, ""):
 RESULTS = Path(__file__).resolve().parent / "results"
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "videos"
 TARGET_ATE_PCT = 0.3
-#: Where no subject moves on its own (apple: a still life; cat: it barely moves while the
-#: camera does), motion segmentation finds none and ``lift`` stops asking for ``--prompt``;
-#: the benchmark then names the subject (pixels of the input video, first frame), taking the
-#: tracks within 20 px of the point as the subject's.
-PROMPTS = {"apple": "486,283", "cat": "143,285"}
-PROMPT_RADIUS = 20
 
 
 def _threads() -> None:
@@ -217,17 +211,7 @@ def bench_video(video: Path, tmp: Path) -> dict[str, Any]:
 
     work = tmp / video.stem
     t0 = time.perf_counter()
-    unprompted: dict[str, Any] = {"completed": True}
-    try:
-        _cli("preprocess", video, "-o", work, "--offline", "--long-side", 320)
-    except RuntimeError:
-        if video.stem not in PROMPTS:
-            raise
-        failed = next(s for s in ("frames", "depth", "tracks", "masks", "cameras", "align", "keypoints", "lift")
-                      if not (work / s / "manifest.json").is_file())
-        unprompted = {"completed": False, "stopped_at": failed}
-        _cli("preprocess", "-o", work, "--prompt", PROMPTS[video.stem],  # resumes; masks onwards re-run
-             "--set", f"masks.prompt_radius={PROMPT_RADIUS}")
+    _cli("preprocess", video, "-o", work, "--offline", "--long-side", 320)
     wall = time.perf_counter() - t0
     manifests = {d.name: json.loads((d / "manifest.json").read_text()) for d in sorted(work.iterdir())
                  if (d / "manifest.json").is_file()}
@@ -241,7 +225,6 @@ def bench_video(video: Path, tmp: Path) -> dict[str, Any]:
                                                          and name == "depth" else "")
             for name, m in manifests.items() if name != "frames"}
     row = {"video": video.name, "command": f"dynrec preprocess {video.name} -o W --offline --long-side 320",
-           "without_prompt": unprompted, "prompt": None if unprompted["completed"] else PROMPTS[video.stem],
            "frames": T, "size": [W, H], "backends": used, "method": info["method"],
            "registered_sfm": info["registered_sfm"], "frames_with_camera": posed,
            "colmap": info.get("colmap"), "focal": info["focal"], "focal_fixed": info.get("focal_fixed"),
@@ -250,20 +233,20 @@ def bench_video(video: Path, tmp: Path) -> dict[str, Any]:
            "tracks": manifests["tracks"]["info"].get("tracks"),
            "moving_tracks": manifests["masks"]["info"].get("moving_tracks"),
            "foreground_fraction": manifests["masks"]["info"].get("foreground_fraction"),
+           "subject": manifests["masks"]["info"].get("subject"),
            "align": {k: manifests["align"]["info"].get(k) for k in ("densified", "frames_fitted", "fast_path")}}
     tr = Tracks.load(work / "tracks")
     mk = Masks.load(work / "masks").masks
     bg = background_observations(tr.xy, tr.visible, mk)
-    lines = [f"{video.name}: {T} frames at {W}x{H}", "dynrec preprocess --offline --long-side 320"
-             + ("" if unprompted["completed"] else f" --prompt {PROMPTS[video.stem]} (without: stopped at "
-                f"{unprompted['stopped_at']})"),
+    lines = [f"{video.name}: {T} frames at {W}x{H}", "dynrec preprocess --offline --long-side 320",
              f"cameras: {info['method']}",
              f"registered by SfM: {info['registered_sfm']}/{T}; with a camera: {posed}/{T}",
              f"focal: {info['focal']:.1f} px ({info['focal'] / max(W, H):.2f} x max side)"
              + (" [fixed: not observable]" if info.get("focal_fixed") else "")
              + (" [self-calibrated]" if info.get("focal_self_calibrated") else ""),
              f"reprojection error: {info['reproj_error_px']}",
-             f"tracks: {row['tracks']} ({row['moving_tracks']} moving); mask share {row['foreground_fraction']:.3f}",
+             f"tracks: {row['tracks']} ({row['moving_tracks']} moving); mask share {row['foreground_fraction']:.3f} "
+             f"(subject by {row['subject']})",
              f"stage time (s): {seconds}", f"total {wall:.0f} s"]
     contact_sheet(RESULTS / f"cameras_{video.stem}.png", f"dynrec preprocess --offline on {video.name}",
                   frames.images, mk, tr.xy, tr.visible, bg, cams.w2c, lines)

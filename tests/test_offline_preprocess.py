@@ -229,8 +229,12 @@ def test_offline_stages_via_cli(cli, scene, tmp_path):
     r = cli("preprocess", "-o", work, "--set", "masks.backend=offline", "--set", "masks.prompt=1000,5",
             "--only", "masks")
     assert r.code != 0 and "outside the image, which is 64x48 pixels" in " ".join(r.err.split())
+    # at 64x48 the figure's own motion is under a pixel: nothing moves, so without a prompt the
+    # subject is what the camera keeps centred, and without that nothing is segmented
     r = cli("preprocess", "-o", work, "--set", "masks.prompt=", "--only", "masks")
-    # at 64x48 the figure's own motion is under a pixel: nothing to segment without a prompt
+    assert r.code == 0 and "keeps centred" in " ".join(r.err.split())
+    assert json.loads((work / "masks" / "manifest.json").read_text())["info"]["subject"] == "fixation"
+    r = cli("preprocess", "-o", work, "--set", "masks.fixation=false", "--only", "masks")
     assert r.code != 0 and "--set masks.prompt=x,y" in " ".join(r.err.split())
     truth = Masks.load(scene / "gt" / "masks").masks
     ys, xs = np.nonzero(truth[0])
@@ -341,3 +345,21 @@ def test_offline_keypoints_without_foreground_are_empty(gt_work, tmp_path):
     info = stage.run(StageContext(work=gt_work, out=out, inputs=inputs), stage.KeypointsParams(backend="offline"))
     kp = Keypoints.load(out)
     assert info["keypoints"] == 0 and kp.xy.shape == (len(masks.masks), 0, 2) and kp.names == []
+
+
+def test_fixated_tracks_find_what_the_camera_keeps_centred():
+    """Background tracks sweep across the image; a cluster near the centre barely moves."""
+    from dynrec.vision.motionseg import fixated_tracks
+
+    rng = np.random.default_rng(0)
+    T, W, H = 20, 160, 120
+    t = np.arange(T)[None, :, None]
+    bg = rng.uniform([0, 0], [W, H], (60, 2))[:, None] + t * np.array([3.0, 0.5])  # panning past
+    subj = np.array([84.0, 58.0]) + rng.uniform(-5, 5, (12, 2))
+    subj = subj[:, None] + rng.normal(0, 0.3, (12, T, 2)) + np.sin(t / 3.0)  # sways a little
+    other = np.array([20.0, 20.0])[None, None] + np.zeros((5, T, 2))  # still, but far from the centre
+    xy = np.concatenate([bg, subj, other]).astype(np.float32)
+    visible = (xy[..., 0] >= 0) & (xy[..., 0] < W) & (xy[..., 1] >= 0) & (xy[..., 1] < H)
+    found = fixated_tracks(xy, visible, (W, H))
+    assert set(found.tolist()) == set(range(60, 72))
+    assert len(fixated_tracks(xy[:60] + [[[-200.0, 0.0]]], visible[:60], (W, H))) == 0  # nothing central

@@ -10,6 +10,8 @@ the tracks (PnP with z-depth from the depth stage, fundamental matrices without;
 cannot see a subject that moves along the epipolar lines, e.g. one the camera orbits).
 ``prompt = "x,y"`` (pixels of the input video, in frame ``prompt_frame`` of the kept frames)
 names the subject: its tracks are kept as foreground and only its connected region is kept.
+When nothing moves on its own (a still life, a pet sitting still while the camera moves) and
+no prompt is given, the subject is what the camera keeps near the image centre (fixation).
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ class MasksParams:
     ``prompt_frame`` (index among the kept frames) name the subject; ``prompt_radius``
     (pixels of the kept frames): tracks this close to the prompt belong to the subject;
     ``moving``: fraction of frame pairs in which a track moves against the camera for it to
-    be foreground; ``threshold_px``: smallest residual that counts as moving."""
+    be foreground; ``threshold_px``: smallest residual that counts as moving; ``fixation``: when
+    fewer than ``min_subject_tracks`` tracks lie mostly on the moving foreground (too few to
+    lift) and no prompt is given, the subject is what the camera keeps near the image centre
+    (:func:`dynrec.vision.motionseg.fixated_tracks`; ``subject`` in the manifest says which)."""
 
     backend: str = "learned"
     model: str = "facebook/sam-vit-base"
@@ -47,6 +52,8 @@ class MasksParams:
     prompt_radius: float = 4.0
     moving: float = 0.5
     threshold_px: float = 1.0
+    min_subject_tracks: int = 8
+    fixation: bool = True
 
 
 def _gt(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
@@ -131,21 +138,40 @@ def _motion(ctx: StageContext, params: MasksParams) -> tuple[np.ndarray, Tracks,
     return frames, tracks, subject, scores, depth, motion
 
 
+def _subject_tracks(tracks: Tracks, masks: np.ndarray) -> int:
+    """How many tracks lie on the masks in at least 60% of their visible frames (as ``lift`` counts)."""
+    from dynrec.vision.keypoints import in_mask
+
+    on = tracks.visible & in_mask(tracks.xy, masks)
+    return int((on.any(1) & (on.sum(1) >= 0.6 * tracks.visible.sum(1))).sum())
+
+
 def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
-    from dynrec.vision.motionseg import MaskParams, segment
+    from dynrec.vision.motionseg import MaskParams, fixated_tracks, segment
 
     frames, tracks, subject, scores, depth, motion = _motion(ctx, params)
-    masks = segment(frames, tracks.xy, tracks.visible, scores, depth, subject,
-                    replace(MaskParams(), moving=params.moving), motion,
+    mask_params = replace(MaskParams(), moving=params.moving)
+    masks = segment(frames, tracks.xy, tracks.visible, scores, depth, subject, mask_params, motion,
                     progress=lambda done, total: ctx.progress("segmenting", done, total))
     moving = int(((scores.track >= params.moving) & (scores.pairs > 0)).sum())
+    chosen = "prompt" if subject is not None else "motion"
+    if subject is None and params.fixation and _subject_tracks(tracks, masks) < params.min_subject_tracks:
+        # nothing moves on its own: take what the camera keeps centred as the subject
+        subject = fixated_tracks(tracks.xy, tracks.visible, (frames.shape[2], frames.shape[1]))
+        if len(subject):
+            chosen = "fixation"
+            masks = segment(frames, tracks.xy, tracks.visible, scores, depth, subject, mask_params, motion,
+                            progress=lambda done, total: ctx.progress("segmenting (fixation)", done, total))
     if not masks.any():
         raise DynrecError(
             f"masks: nothing moves against the camera motion ({len(tracks.xy)} tracks, {moving} moving); "
             "name the subject with --set masks.prompt=x,y (pixels of the input video)")
     Masks(masks).save(ctx.out)
     empty = int((~masks.any(axis=(1, 2))).sum())
-    return {"backend": "offline", "moving_tracks": moving, "empty_frames": empty,
+    if chosen == "fixation":
+        ctx.console.print(f"[yellow]masks: nothing moves on its own; the subject is what the camera keeps centred "
+                          f"({len(subject)} tracks). Name it with --prompt x,y if that is wrong[/]")
+    return {"backend": "offline", "subject": chosen, "moving_tracks": moving, "empty_frames": empty,
             "foreground_fraction": float(masks.mean()), "depth_used": depth is not None,
             "prompt_tracks": None if subject is None else len(subject)}
 

@@ -185,6 +185,38 @@ def motion_scores(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray | None,
     return MotionScores(track, total, np.where(pairs > 0, sample, np.nan))
 
 
+def fixated_tracks(xy: np.ndarray, visible: np.ndarray, size: tuple[int, int], centre: float = 0.2,
+                   radius: float = 0.08, min_visible: float = 0.5) -> np.ndarray:
+    """Tracks of what the camera keeps in view near the image centre -> indices [P].
+
+    A casual video of a still (or barely moving) subject orbits or follows it, so the subject
+    stays near the centre while the background sweeps across the image. Of the tracks visible
+    in ``min_visible`` of the frames, the one whose median position lies within ``centre`` x
+    max(W, H) of the centre and moves least in the image (median distance to its median
+    position, plus its distance to the centre) anchors the subject; every such track within
+    ``radius`` x max(W, H) of it (median positions) that moves as little (image spread at most
+    3x the anchor's, or 3% of max(W, H)) joins it. Empty when no track qualifies.
+    """
+    W, H = size
+    L = float(max(W, H))
+    T = visible.shape[1]
+    seen = visible.sum(1) >= max(2, min_visible * T)
+    idx = np.flatnonzero(seen)
+    if len(idx) == 0:
+        return idx
+    pts = np.where(visible[idx, :, None], xy[idx], np.nan)
+    med = np.nanmedian(pts, axis=1)  # [n, 2]
+    spread = np.nanmedian(np.linalg.norm(pts - med[:, None], axis=-1), axis=1) / L
+    off = np.linalg.norm(med - [W / 2, H / 2], axis=1) / L
+    ok = off <= centre
+    if not ok.any():
+        return np.zeros(0, np.int64)
+    anchor = np.flatnonzero(ok)[np.argmin((spread + off)[ok])]
+    calm = spread <= max(3 * spread[anchor], 0.03)  # moves with the anchor, not across the image
+    near = ok & calm & (np.linalg.norm(med - med[anchor], axis=1) <= radius * L)
+    return idx[near]
+
+
 def prompt_tracks(xy: np.ndarray, visible: np.ndarray, prompt: tuple[int, float, float], radius: float) -> np.ndarray:
     """Tracks visible at the prompt frame within ``radius`` px of the prompt (the nearest
     one when none is that close) -> indices [P]."""
