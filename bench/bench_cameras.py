@@ -245,8 +245,8 @@ def bench_video(video: Path, tmp: Path) -> dict[str, Any]:
              + (" [fixed: not observable]" if info.get("focal_fixed") else "")
              + (" [self-calibrated]" if info.get("focal_self_calibrated") else ""),
              f"reprojection error: {info['reproj_error_px']}",
-             f"tracks: {row['tracks']} ({row['moving_tracks']} moving); mask share {row['foreground_fraction']:.3f} "
-             f"(subject by {row['subject']})",
+             (f"tracks: {row['tracks']} ({row['moving_tracks']} moving); mask share {row['foreground_fraction']:.3f} "
+              f"(subject by {row['subject']})"),
              f"stage time (s): {seconds}", f"total {wall:.0f} s"]
     contact_sheet(RESULTS / f"cameras_{video.stem}.png", f"dynrec preprocess --offline on {video.name}",
                   frames.images, mk, tr.xy, tr.visible, bg, cams.w2c, lines)

@@ -20,7 +20,7 @@ def test_gt_preprocess_subsampled_and_resized(cli, scene, tmp_path):
     depth, masks = Depth.load(work / "depth").depth, Masks.load(work / "masks").masks
     assert (cams.width, cams.height) == (W, H) and cams.K.shape[0] == T and depth.shape == (T, H, W)
     for t in range(T):
-        xy, z = project(tracks.xyz[:, t].astype(np.float64), cams.K[t].astype(np.float64), cams.w2c[t].astype(np.float64))
+        xy, _ = project(tracks.xyz[:, t].astype(np.float64), cams.K[t].astype(np.float64), cams.w2c[t].astype(np.float64))
         vis = tracks.visible[:, t]
         np.testing.assert_allclose(xy[vis], tracks.xy[vis, t], atol=2e-3)
     kp = Keypoints.load(work / "keypoints")

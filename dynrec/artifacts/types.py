@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
@@ -132,7 +133,7 @@ class Depth:
 
     depth: np.ndarray
     FILE = "depth.npz"
-    SPEC = {"depth": Field(("T", "H", "W"))}
+    SPEC: ClassVar[dict[str, Field]] = {"depth": Field(("T", "H", "W"))}
 
     def save(self, folder: Path) -> None:
         save_npz(folder / self.FILE, {"depth": _f32(self.depth)}, self.SPEC)
@@ -165,7 +166,7 @@ class Tracks:
     xyz: np.ndarray | None = None
 
     FILE = "tracks.npz"
-    SPEC = {
+    SPEC: ClassVar[dict[str, Field]] = {
         "xy": Field(("N", "T", 2)),
         "visible": Field(("N", "T"), "b"),
         "confidence": Field(("N", "T")),
@@ -214,7 +215,7 @@ class Cameras:
     method: str = "gt"
 
     FILE = "cameras.npz"
-    SPEC = {"K": Field(("T", 3, 3)), "w2c": Field(("T", 4, 4)), "size": Field((2,), "iu"),
+    SPEC: ClassVar[dict[str, Field]] = {"K": Field(("T", 3, 3)), "w2c": Field(("T", 4, 4)), "size": Field((2,), "iu"),
             "method": Field((), "U")}
 
     def save(self, folder: Path) -> None:
@@ -261,7 +262,7 @@ class Keypoints:
     xyz: np.ndarray | None = None
 
     FILE = "keypoints.npz"
-    SPEC = {
+    SPEC: ClassVar[dict[str, Field]] = {
         "xy": Field(("T", "J", 2)),
         "confidence": Field(("T", "J")),
         "skeleton": Field(("E", 2), "iu"),
@@ -322,7 +323,7 @@ class Lift:
     bg_colors: np.ndarray
 
     FILE = "lift.npz"
-    SPEC = {
+    SPEC: ClassVar[dict[str, Field]] = {
         "xyz": Field(("N", "T", 3)), "valid": Field(("N", "T"), "b"), "track_index": Field(("N",), "iu"),
         "canonical": Field((), "iu"), "bases": Field(("M", "T", 4, 4)), "labels": Field(("N",), "iu"),
         "centres": Field(("M", 3)), "node_positions": Field(("L", 3)), "node_coefficients": Field(("L", "M")),
@@ -356,7 +357,7 @@ class SparsePoints:
     error: np.ndarray
 
     FILE = "points.npz"
-    SPEC = {"xyz": Field(("P", 3)), "track_index": Field(("P",), "iu"), "error": Field(("P",))}
+    SPEC: ClassVar[dict[str, Field]] = {"xyz": Field(("P", 3)), "track_index": Field(("P",), "iu"), "error": Field(("P",))}
 
     def save(self, folder: Path) -> None:
         save_npz(folder / self.FILE, {"xyz": _f32(self.xyz), "track_index": np.asarray(self.track_index, np.int32),

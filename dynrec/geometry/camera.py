@@ -53,11 +53,12 @@ def unproject(xy: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c: np.ndarray)
     return cam @ c2w[:3, :3].T + c2w[:3, 3]
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> np.ndarray:
     """OpenCV w2c [4, 4] of a camera at ``eye`` looking at ``target``; ``up`` is world up.
 
-    The camera's y axis points down, i.e. against ``up`` projected on the image plane.
+    The camera's y axis points down, i.e. against ``up`` (default +z) projected on the image plane.
     """
+    up = np.array([0.0, 0.0, 1.0]) if up is None else up
     z = target - eye
     z = z / np.linalg.norm(z)
     x = np.cross(z, up)
