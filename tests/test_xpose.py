@@ -287,3 +287,17 @@ def test_keypoints_stage_xpose_backend(clone: Path, gt_work: Path, tmp_path: Pat
     assert kp.xy.shape[1:] == (3, 2)
     r = cli("preprocess", "-o", work, "--only", "keypoints", "--set", "keypoints.xpose_code=/nonexistent")
     assert r.code == 1 and "X-Pose code folder" in r.err and "Traceback" not in r.err
+
+
+def test_xpose_checkpoint_with_pickled_objects_is_refused(clone: Path, tmp_path: Path) -> None:
+    """Only tensors (and X-Pose's argparse.Namespace) are unpickled from a user's checkpoint."""
+    import argparse
+    from fractions import Fraction
+
+    ok = tmp_path / "with_args.pth"
+    torch.save({"model": {"module.w": torch.tensor(3.0)}, "args": argparse.Namespace(lr=1.0)}, ok)
+    assert load_xpose(clone, ok, device="cpu").w.detach().item() == 3.0
+    bad = tmp_path / "with_objects.pth"
+    torch.save({"model": {"w": torch.tensor(1.0)}, "extra": Fraction(1, 3)}, bad)
+    with pytest.raises(DynrecError, match="objects other than tensors"):
+        load_xpose(clone, bad, device="cpu")

@@ -20,6 +20,8 @@ pixel indices (its ``transforms.hflip`` maps x to w - x - 1), so keypoints get +
 
 from __future__ import annotations
 
+import argparse
+import pickle
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -89,7 +91,13 @@ def load_xpose(
     args = Config.fromfile(str(cfg))
     args.device = device
     model = build_model(args)
-    state = torch.load(Path(checkpoint).expanduser(), map_location="cpu", weights_only=False)
+    path = Path(checkpoint).expanduser()
+    try:  # tensors only (X-Pose's training checkpoints also hold an argparse.Namespace)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise DynrecError(f"{BACKEND}: checkpoint {path} holds objects other than tensors, which dynrec "
+                          f"does not unpickle ({str(e).splitlines()[0]}); save its 'model' state dict alone") from e
     state = state.get("model", state)
     # as X-Pose's clean_state_dict: drop the DataParallel prefix
     state = {k.removeprefix("module."): v for k, v in state.items()}
