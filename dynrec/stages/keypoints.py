@@ -112,7 +112,8 @@ def _xpose(ctx: StageContext, params: KeypointsParams) -> dict[str, Any]:
 
 
 def _offline(ctx: StageContext, params: KeypointsParams) -> dict[str, Any]:
-    from dynrec.vision.keypoints import cluster_keypoints, in_mask
+    from dynrec.vision.foreground import foreground_tracks, in_mask
+    from dynrec.vision.keypoints import cluster_keypoints
 
     if params.count < 2:
         raise DynrecError(f"keypoints: count must be >= 2, got {params.count}")
@@ -121,8 +122,7 @@ def _offline(ctx: StageContext, params: KeypointsParams) -> dict[str, Any]:
     cams = Cameras.load(ctx.inputs["cameras"])
     depth = Depth.load(ctx.inputs["align"]).depth
     on_fg = tracks.visible & in_mask(tracks.xy, masks)
-    share = on_fg.sum(1) / np.maximum(tracks.visible.sum(1), 1)
-    fg = np.flatnonzero((share >= params.fg_fraction) & on_fg.any(1))
+    fg = foreground_tracks(tracks.xy, tracks.visible, masks, params.fg_fraction)
     if len(fg) < 2:  # nothing moves (a static scene): no keypoints, and SirenPose has nothing to use
         ctx.console.print(f"[yellow]keypoints: only {len(fg)} tracks lie on the foreground masks; no keypoints "
                           "(name a subject with --prompt x,y if something should move)[/]")

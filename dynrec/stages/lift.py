@@ -21,6 +21,7 @@ from dynrec.geometry.lift import (
     to_canonical,
 )
 from dynrec.stages.base import StageContext, StageSpec
+from dynrec.vision.foreground import foreground_tracks, in_mask
 
 
 @dataclass
@@ -45,20 +46,6 @@ class LiftParams:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"n_bases": 6, "n_nodes": 24, "max_fg_points": 1500, "max_bg_points": 2500, "bg_frames": 4},
     }
-
-
-def in_mask(xy: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Whether each sample xy [N, T, 2] falls on a foreground pixel of masks [T, H, W] -> [N, T]."""
-    T, H, W = masks.shape
-    px = np.clip(np.floor(xy).astype(int), 0, [W - 1, H - 1])
-    return masks[np.arange(T)[None, :], px[..., 1], px[..., 0]]
-
-
-def foreground_tracks(tracks: Tracks, masks: np.ndarray, fraction: float) -> np.ndarray:
-    """Indices of tracks whose visible samples lie in the foreground mask at least ``fraction`` of the time."""
-    vis = tracks.visible
-    share = (in_mask(tracks.xy, masks) & vis).sum(1) / np.maximum(vis.sum(1), 1)
-    return np.flatnonzero((share >= fraction) & vis.any(1))
 
 
 def point_cloud(frames: np.ndarray, depth: np.ndarray, select: np.ndarray, cams: Cameras, ts: list[int],
@@ -107,7 +94,7 @@ def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
     masks = Masks.load(ctx.inputs["masks"]).masks
     cams = Cameras.load(ctx.inputs["cameras"])
     frames = Frames.load(ctx.inputs["frames"]).images
-    fg = foreground_tracks(tracks, masks, params.fg_fraction)
+    fg = foreground_tracks(tracks.xy, tracks.visible, masks, params.fg_fraction)
     if len(fg) < 3:
         share = float(masks.mean())
         raise DynrecError(f"lift: only {len(fg)} tracks lie on the foreground masks ({100 * share:.2f}% of the "

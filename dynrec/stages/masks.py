@@ -138,15 +138,8 @@ def _motion(ctx: StageContext, params: MasksParams) -> tuple[np.ndarray, Tracks,
     return frames, tracks, subject, scores, depth, motion
 
 
-def _subject_tracks(tracks: Tracks, masks: np.ndarray) -> int:
-    """How many tracks lie on the masks in at least 60% of their visible frames (as ``lift`` counts)."""
-    from dynrec.vision.keypoints import in_mask
-
-    on = tracks.visible & in_mask(tracks.xy, masks)
-    return int((on.any(1) & (on.sum(1) >= 0.6 * tracks.visible.sum(1))).sum())
-
-
 def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
+    from dynrec.vision.foreground import foreground_tracks
     from dynrec.vision.motionseg import MaskParams, fixated_tracks, segment
 
     frames, tracks, subject, scores, depth, motion = _motion(ctx, params)
@@ -155,7 +148,8 @@ def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
                     progress=lambda done, total: ctx.progress("segmenting", done, total))
     moving = int(((scores.track >= params.moving) & (scores.pairs > 0)).sum())
     chosen = "prompt" if subject is not None else "motion"
-    if subject is None and params.fixation and _subject_tracks(tracks, masks) < params.min_subject_tracks:
+    lifted = foreground_tracks(tracks.xy, tracks.visible, masks, 0.6)  # as lift counts them
+    if subject is None and params.fixation and len(lifted) < params.min_subject_tracks:
         # nothing moves on its own: take what the camera keeps centred as the subject
         subject = fixated_tracks(tracks.xy, tracks.visible, (frames.shape[2], frames.shape[1]))
         if len(subject):

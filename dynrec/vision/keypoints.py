@@ -35,13 +35,6 @@ class ClusteredKeypoints:
     canonical: int
 
 
-def in_mask(xy: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Whether each sample ``xy`` [N, T, 2] falls on a foreground pixel of ``masks`` [T, H, W] -> [N, T]."""
-    T, H, W = masks.shape
-    px = np.clip(np.floor(xy).astype(int), 0, [W - 1, H - 1])
-    return masks[np.arange(T)[None, :], px[..., 1], px[..., 0]]
-
-
 def spanning_tree(points: np.ndarray) -> np.ndarray:
     """Edges [P-1, 2] (i < j) of the Euclidean minimum spanning tree of ``points`` [P, D].
 
