@@ -125,13 +125,15 @@ def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the scene into (new or empty).")],
     preset: Annotated[str, typer.Option("--preset", help="tiny | small | fast.")] = "tiny",
     seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same scene.")] = 0,
+    family: Annotated[str, typer.Option("--family", help="What moves: sway | walk | run | stopgo | spin | arm | quadruped | multi.")] = "sway",
+    camera: Annotated[str, typer.Option("--camera", help="Camera rig: orbit | follow | pan | static | shake.")] = "orbit",
 ) -> None:
     """A synthetic dynamic scene with ground truth (cameras, depth, masks, tracks, keypoints)."""
     from dynrec.synth import generate
 
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task(f"synth {preset}", total=None)
-        info = generate(out, preset=preset, seed=seed,
+        info = generate(out, preset=preset, seed=seed, family=family, camera=camera,
                         progress=lambda done, total: bar.update(task, completed=done, total=total))
     console.print(
         f"[green]✓[/] scene written to {escape(str(out))}: {info['frames']} frames at "

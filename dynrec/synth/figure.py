@@ -30,13 +30,64 @@ class Dof:
 
 
 @dataclass(frozen=True)
+class RootPath:
+    """Where a root part is at frame ``t``: travel along a planar arc, spin, bounce.
+
+    The root's origin starts at ``start`` [3] and travels a distance
+    ``s(t) = speed * (t - stop_go * period / (2 pi) * sin(2 pi t / period))`` (metres; the
+    speed is ``speed * (1 - stop_go * cos(2 pi t / period))``, so ``stop_go = 1`` stops it
+    fully once per period) along a path whose heading (radians about +z, 0 = +x) starts at
+    ``heading`` and turns by ``curvature`` radians per metre. With ``face_travel`` the root
+    is yawed so that its -y axis (the figure's front) points along the path. It also spins
+    about ``spin_axis`` (its own frame) by ``spin_rate`` radians per frame and bobs up by
+    ``bob * (1 - cos(2 bob_omega t)) / 2``. Everything is closed-form, so exact at any t.
+    """
+
+    start: tuple[float, float, float]
+    heading: float = 0.0
+    speed: float = 0.0
+    curvature: float = 0.0
+    stop_go: float = 0.0
+    period: float = 24.0
+    face_travel: bool = False
+    spin_axis: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    spin_rate: float = 0.0
+    bob: float = 0.0
+    bob_omega: float = 0.0
+
+    def distance(self, t: np.ndarray) -> np.ndarray:
+        """Distance travelled [T] at frames ``t`` [T]."""
+        w = 2.0 * np.pi / self.period
+        return self.speed * (t - self.stop_go * np.sin(w * t) / w)
+
+    def transforms(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(R [T, 3, 3], origin [T, 3])`` of the root's frame (before its own DoFs)."""
+        s = self.distance(t)
+        k = self.curvature
+        h = self.heading + k * s
+        if abs(k) < 1e-9:
+            dx, dy = s * np.cos(self.heading), s * np.sin(self.heading)
+        else:
+            dx = (np.sin(h) - np.sin(self.heading)) / k
+            dy = (np.cos(self.heading) - np.cos(h)) / k
+        z = self.bob * (1.0 - np.cos(2.0 * self.bob_omega * t)) / 2.0
+        origin = np.asarray(self.start, float)[None] + np.stack([dx, dy, z], -1)
+        yaw = h + np.pi / 2 if self.face_travel else np.zeros_like(t)
+        rot = rotation(np.array([0.0, 0.0, 1.0]), yaw) @ rotation(
+            np.array(self.spin_axis), self.spin_rate * t
+        )
+        return rot, origin
+
+
+@dataclass(frozen=True)
 class Part:
     """A rigid box of the figure.
 
     ``offset`` [3] is the joint position in the parent's frame (the root's is its rest
     position in the world); ``lo``/``hi`` [3] the box corners in the part's own frame;
     ``joint`` names the keypoint at the part's origin and ``end`` / ``end_name`` an
-    optional end-effector keypoint in the part's frame.
+    optional end-effector keypoint in the part's frame. A root part (``parent < 0``) moves
+    along its ``path``; without one it sways about ``offset`` with the figure's ``sway``.
     """
 
     name: str
@@ -48,13 +99,14 @@ class Part:
     joint: str
     end: tuple[float, float, float] | None = None
     end_name: str = ""
+    path: RootPath | None = None
 
 
 @dataclass(frozen=True)
 class Figure:
-    """A kinematic tree; ``parts`` are ordered so that parents come before children.
+    """A kinematic forest (one or more roots); ``parts`` are ordered parents first.
 
-    ``sway`` holds (amplitude [3], omega, phase) of the root's translation.
+    ``sway`` holds (amplitude [3], omega, phase) of the translation of roots without a path.
     """
 
     parts: tuple[Part, ...]
@@ -222,7 +274,10 @@ def part_transforms(fig: Figure, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         for dof in part.dofs:
             local = local @ rotation(np.array(dof.axis), dof.angle(t))
         offset = np.asarray(part.offset, dtype=np.float64)
-        if part.parent < 0:
+        if part.parent < 0 and part.path is not None:
+            base_rot, base_org = part.path.transforms(t)
+            rots[i], orgs[i] = base_rot @ local, base_org
+        elif part.parent < 0:
             rates, shifts = np.array([1.0, 0.7, 2.0]), np.array([0.0, 1.3, 2.1])
             sway = np.asarray(amp) * np.sin(omega * rates * t[:, None] + phase + shifts)
             rots[i], orgs[i] = local, offset + sway

@@ -16,7 +16,8 @@ from dynrec.artifacts.base import Field, save_json, save_npz
 from dynrec.artifacts.types import Cameras, Depth, Frames, Keypoints, Masks, Tracks
 from dynrec.errors import DynrecError
 from dynrec.synth.presets import PRESETS, SynthPreset
-from dynrec.synth.scene import Scene, View, build_scene
+from dynrec.synth.families import FAMILY_NAMES
+from dynrec.synth.scene import RIGS, Scene, View, build_scene
 from dynrec.synth.truth import KeypointTruth, keypoint_truth, sample_points, track_truth
 from dynrec.synth.video import write_video
 
@@ -123,18 +124,28 @@ def _scene_info(
 
 
 def generate(
-    out: Path, preset: str = "tiny", seed: int = 0, progress: Progress | None = None
+    out: Path,
+    preset: str = "tiny",
+    seed: int = 0,
+    progress: Progress | None = None,
+    family: str = "sway",
+    camera: str = "orbit",
 ) -> dict[str, Any]:
-    """Render the ``preset`` scene for ``seed`` into ``out`` (new or empty); return ``scene.json``.
+    """Render the ``preset`` scene of ``family`` seen by camera rig ``camera`` for ``seed`` into
+    ``out`` (new or empty); return ``scene.json``.
 
     ``progress(done, total)`` is called after every rendered frame (training and held-out).
-    The same ``preset`` and ``seed`` always give identical arrays.
+    The same arguments always give identical arrays.
     """
     cfg = _preset(preset)
+    if family not in FAMILY_NAMES:
+        raise DynrecError(f"unknown scene family '{family}'; known families: {', '.join(FAMILY_NAMES)}")
+    if camera not in RIGS:
+        raise DynrecError(f"unknown camera rig '{camera}'; known rigs: {', '.join(RIGS)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DynrecError(f"the seed must be a non-negative integer, got {seed!r}")
     out = _prepare_output(Path(out))
-    scene = build_scene(cfg, seed)
+    scene = build_scene(cfg, seed, family, camera)
     T = cfg.frames
     total = T * (1 + cfg.heldout)
     done = 0
@@ -154,7 +165,7 @@ def generate(
     tracks = track_truth(scene, points, part_maps)
     kp = keypoint_truth(scene, scene.train_w2c)
     speeds = keypoint_speeds(kp.xy, kp.visible)
-    if speeds.max() < cfg.min_speed_px:
+    if family == "sway" and speeds.max() < cfg.min_speed_px:
         raise RuntimeError(
             f"preset '{cfg.name}' promises a keypoint at {cfg.min_speed_px} px/frame,"
             f" got {speeds.max():.2f}"
@@ -172,5 +183,6 @@ def generate(
     write_video(out / "video.mp4", np.stack([v.rgb for v in train]), cfg.fps)
 
     info = _scene_info(scene, seed, names, kp, speeds, tracks.part)
+    info["family"], info["camera"] = family, camera
     save_json(out / "scene.json", info)
     return info

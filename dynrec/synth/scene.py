@@ -6,15 +6,16 @@ Part ids: ``0..P-1`` the figure's parts (in :class:`~dynrec.synth.figure.Figure`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from dynrec.geometry.camera import intrinsics, look_at, pixel_centers
+from dynrec.synth.families import FAMILIES, FAMILY_NAMES
 from dynrec.synth.figure import Figure, build_figure, part_transforms, rotation
 from dynrec.synth.presets import SynthPreset
 from dynrec.synth.raycast import Box, Hits, cast, pixel_rays
-from dynrec.synth.texture import Texturer, make_texturer
+from dynrec.synth.texture import Texturer, make_texturer, random_light
 
 ROOM_HALF = 4.0
 ROOM_HEIGHT = 3.0
@@ -158,22 +159,123 @@ def heldout_cameras(rng: np.random.Generator, count: int) -> np.ndarray:
     return np.stack(out)
 
 
-def build_scene(preset: SynthPreset, seed: int) -> Scene:
-    """The full deterministic scene for ``preset`` and ``seed``."""
+def subject_centres(fig: Figure, rot: np.ndarray, org: np.ndarray) -> np.ndarray:
+    """Mean world position [T, 3] of the centres of the figure's boxes (what cameras look at).
+
+    ``rot`` [P, T, 3, 3], ``org`` [P, T, 3] from :func:`~dynrec.synth.figure.part_transforms`.
+    """
+    mid = np.array([(np.add(p.lo, p.hi) / 2.0) for p in fig.parts])  # [P, 3]
+    return (np.einsum("ptij,pj->pti", rot, mid) + org).mean(axis=0)
+
+
+def _smooth(x: np.ndarray, width: float) -> np.ndarray:
+    """Gaussian smoothing [T, D] along time with std ``width`` frames (edges reflected)."""
+    if width <= 0:
+        return x
+    r = int(np.ceil(3 * width))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / width) ** 2)
+    k /= k.sum()
+    padded = np.pad(x, ((r, r), (0, 0)), mode="reflect")
+    return np.stack([np.convolve(padded[:, d], k, mode="valid") for d in range(x.shape[1])], -1)
+
+
+def _inside_room(eyes: np.ndarray) -> np.ndarray:
+    """Camera centres [T, 3] kept 0.3 m inside the room's walls, floor and ceiling."""
+    lim = ROOM_HALF - 0.3
+    return np.stack([np.clip(eyes[:, 0], -lim, lim), np.clip(eyes[:, 1], -lim, lim),
+                     np.clip(eyes[:, 2], 0.4, ROOM_HEIGHT - 0.3)], -1)
+
+
+def _distance_for(centres: np.ndarray, focal: float) -> float:
+    """A camera distance at which the subject's whole path (centres [T, 3]) stays in view."""
+    spread = np.linalg.norm(centres[:, :2] - centres[:, :2].mean(axis=0), axis=1).max()
+    return float(max(3.0, (spread + 0.9) * 2.0 * focal))
+
+
+def rig_cameras(rig: str, rng: np.random.Generator, centres: np.ndarray, focal: float) -> np.ndarray:
+    """Training cameras w2c [T, 4, 4] of camera family ``rig`` looking at the subject.
+
+    ``centres`` [T, 3] the subject's centre per frame (:func:`subject_centres`), ``focal`` in
+    image widths. ``orbit``: an arc around the path's middle, following the subject;
+    ``follow``: a camera that keeps a fixed offset to the subject, smoothed like an operator;
+    ``pan``: a fixed centre that only turns; ``static``: fixed and still; ``shake``: the
+    orbit with hand-held jitter (a few cm, about 1 degree, changing every frame).
+    """
+    T = len(centres)
+    u = np.linspace(0.0, 1.0, T)
+    target = _smooth(centres, 2.0)
+    mid = centres.mean(axis=0)
+    dist = _distance_for(centres, focal)
+    az0 = rng.uniform(0.0, 2.0 * np.pi)
+    height = rng.uniform(1.3, 1.8)
+    if rig in ("orbit", "shake"):
+        sweep = rng.uniform(0.6, 0.8) * rng.choice([-1.0, 1.0])
+        az = az0 + sweep * (u - 0.5)
+        radius = dist + 0.25 * np.sin(np.pi * u + rng.uniform(0, 6.3))
+        eyes = mid + _orbit_eye(az, radius, np.zeros(T)) + np.array([0.0, 0.0, height - mid[2]])
+        eyes[:, 2] = height + 0.15 * np.sin(1.5 * np.pi * u + rng.uniform(0, 6.3))
+    elif rig == "follow":
+        offset = _orbit_eye(np.array(az0), np.array(min(dist, 3.2)), np.array(0.0))
+        eyes = _smooth(centres + offset, 3.0)
+        eyes[:, 2] = height
+    elif rig in ("pan", "static"):
+        eyes = np.repeat((mid + _orbit_eye(np.array(az0), np.array(dist), np.array(0.0)))[None], T, 0)
+        eyes[:, 2] = height
+        if rig == "static":
+            target = np.repeat(mid[None], T, 0)
+    else:
+        raise ValueError(f"unknown camera rig {rig!r}; known: {', '.join(RIGS)}")
+    eyes = _inside_room(eyes)
+    if rig == "shake":
+        eyes = eyes + _smooth(rng.normal(0.0, 0.03, size=(T, 3)), 0.7)
+        target = target + rng.normal(0.0, 0.05, size=(T, 3))
+    return np.stack([look_at(e, c) for e, c in zip(eyes, target, strict=True)])
+
+
+def rig_heldout(rng: np.random.Generator, count: int, centres: np.ndarray, train_w2c: np.ndarray,
+                focal: float) -> np.ndarray:
+    """Static held-out cameras [C, 4, 4] to both sides of the training cameras' mean direction,
+    looking at the middle of the subject's path."""
+    mid = centres.mean(axis=0)
+    eyes = np.stack([np.linalg.inv(w)[:3, 3] for w in train_w2c])
+    d = eyes.mean(axis=0)[:2] - mid[:2]
+    base = float(np.arctan2(d[0], -d[1]))  # azimuth convention of _orbit_eye
+    dist = _distance_for(centres, focal)
+    out = []
+    for k in range(count):
+        side = -1.0 if k % 2 == 0 else 1.0
+        az = base + side * (0.95 + 0.25 * (k // 2) + rng.uniform(0.0, 0.1))
+        eye = mid + _orbit_eye(np.array(az), np.array(dist), np.array(0.0))
+        eye[2] = 1.25 + 0.5 * (k % 2)
+        out.append(look_at(_inside_room(eye[None])[0], mid))
+    return np.stack(out)
+
+
+RIGS = ("orbit", "follow", "pan", "static", "shake")
+
+
+def build_scene(preset: SynthPreset, seed: int, family: str = "sway", rig: str = "orbit") -> Scene:
+    """The full deterministic scene for ``preset``, ``seed``, scene ``family`` and camera ``rig``.
+
+    ``sway`` with ``orbit`` is the original scene (identical for a given seed); every other
+    family also draws the light direction per seed.
+    """
     rng = np.random.default_rng(seed)
-    fig = build_figure(rng, preset.fast_amplitude, preset.fast_omega, preset.elbow_amplitude)
+    if family == "sway":
+        fig = build_figure(rng, preset.fast_amplitude, preset.fast_omega, preset.elbow_amplitude)
+    elif family in FAMILIES:
+        fig = FAMILIES[family](rng, preset.frames)
+    else:
+        raise ValueError(f"unknown scene family {family!r}; known: {', '.join(FAMILY_NAMES)}")
     rot, org = part_transforms(fig, np.arange(preset.frames))
     static = _static_boxes(rng, len(fig.parts))
     K = intrinsics(preset.focal_px, preset.focal_px, preset.width / 2, preset.height / 2)
     texturer = make_texturer(rng, len(fig.parts), len(static) - 1, 3.3 / preset.focal_px)
-    return Scene(
-        preset,
-        fig,
-        texturer,
-        static,
-        rot,
-        org,
-        K,
-        training_cameras(rng, preset.frames),
-        heldout_cameras(rng, preset.heldout),
-    )
+    if family == "sway" and rig == "orbit":
+        train, heldout = training_cameras(rng, preset.frames), heldout_cameras(rng, preset.heldout)
+    else:
+        texturer = replace(texturer, light=random_light(rng))
+        centres = subject_centres(fig, rot, org)
+        train = rig_cameras(rig, rng, centres, preset.focal)
+        heldout = rig_heldout(rng, preset.heldout, centres, train, preset.focal)
+    return Scene(preset, fig, texturer, static, rot, org, K, train, heldout)

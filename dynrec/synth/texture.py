@@ -9,7 +9,7 @@ A fixed directional light gives mild Lambertian shading so that the geometry rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -66,13 +66,14 @@ class Texturer:
 
     table: np.ndarray
     materials: tuple[Material, ...]
+    light: np.ndarray = field(default_factory=lambda: _LIGHT.copy())
 
     def shade(self, hits: Hits) -> np.ndarray:
         """Linear RGB in [0, 1], [R, 3] float32, of ``hits`` (black where nothing was hit)."""
         rgb = np.zeros((len(hits.depth), 3), dtype=np.float32)
         order = np.argsort(hits.part, kind="stable")
         bounds = np.searchsorted(hits.part[order], np.arange(len(self.materials) + 1))
-        light = _LIGHT.astype(np.float32)
+        light = np.asarray(self.light, dtype=np.float32)
         for pid, mat in enumerate(self.materials):
             idx = order[bounds[pid] : bounds[pid + 1]]
             if len(idx) == 0:
@@ -96,6 +97,12 @@ class Texturer:
                 shading *= np.where(dim, 0.62, 1.0).astype(np.float32)
             rgb[idx] = albedo * shading[:, None]
         return np.clip(rgb, 0.0, 1.0)
+
+
+def random_light(rng: np.random.Generator) -> np.ndarray:
+    """A unit light direction [3] from above (elevation 35-75 degrees, any azimuth)."""
+    az, el = rng.uniform(0.0, 2.0 * np.pi), np.radians(rng.uniform(35.0, 75.0))
+    return np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
 
 
 def _faces(colour: np.ndarray) -> np.ndarray:
