@@ -11,8 +11,10 @@ import torch
 from dynrec.geometry.camera import intrinsics, look_at, project, unproject
 from dynrec.geometry.lift import (
     canonical_frame,
+    complete_tracks,
     farthest_point_sampling,
     fill_gaps,
+    fit_coefficients,
     idw_coefficients,
     init_nodes,
     lift_tracks,
@@ -220,3 +222,30 @@ def test_to_canonical_undoes_the_basis_of_the_nearest_track():
     seen_at_2 = transform_points(bases[point_labels, 2], canon_points)
     back = to_canonical(seen_at_2, 2, xyz, valid, labels, bases)
     torch.testing.assert_close(back, canon_points)
+
+
+def test_complete_tracks_carries_unseen_samples_with_their_basis():
+    canonical = 2
+    xyz, valid, truth = _two_rigid_clusters(canonical=canonical)
+    valid[:5, canonical] = False  # hidden at the canonical frame: its position there is unknown
+    observed = torch.where(valid[..., None], xyz, torch.zeros_like(xyz))
+    labels = torch.cat([torch.zeros(25, dtype=torch.long), torch.ones(25, dtype=torch.long)])
+    bases = torch.stack(truth)
+    done = complete_tracks(fill_gaps(observed, valid), valid, labels, bases)
+    torch.testing.assert_close(done, xyz, atol=1e-9, rtol=0)  # exact for rigid clusters
+    assert torch.equal(done[valid], observed[valid])  # observed samples are kept
+    linear = fill_gaps(observed, valid)
+    assert (linear[~valid] - xyz[~valid]).norm(dim=-1).max() > 0.1  # what the linear fill got wrong
+    # the refit with every track trusted still recovers the bases
+    refit, lab, _ = motion_bases(done, valid, 2, canonical, seed=0, known=torch.ones(50, dtype=torch.bool))
+    torch.testing.assert_close(refit[int(lab[0])], truth[0], atol=1e-6, rtol=0)
+
+
+def test_fit_coefficients_pick_the_basis_of_the_nearby_tracks():
+    canonical = 2
+    xyz, valid, truth = _two_rigid_clusters(canonical=canonical)
+    bases = torch.stack(truth)
+    # a node between the clusters but nearer the second: IDW would blend, the fit picks basis 1
+    positions = torch.tensor([[1.0, 0.0, 0.0], [12.0, 0.0, 0.0], [19.0, 1.0, 0.0]], dtype=D)
+    coef = fit_coefficients(positions, xyz, valid, bases, canonical, k=5)
+    torch.testing.assert_close(coef, torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=D))

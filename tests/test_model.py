@@ -17,7 +17,7 @@ from dynrec.geometry.se3 import (
 from dynrec.model import GaussianLRs, Gaussians, GlobalBases, MotionLRs, MotionTree, TreeConfig
 from dynrec.model import losses as L
 from dynrec.model.himor import curve_distance, knn_curve
-from dynrec.model.skinning import deform, skin_weights
+from dynrec.model.skinning import curve_neighbours, deform, skin_weights
 
 D = torch.float64
 
@@ -536,3 +536,35 @@ def test_regularisers():
     r = L.node_radius_loss(pos, radii)
     assert r.item() == pytest.approx((3.0 - 2.0) / 4)
     _check_grad(r, radii)
+
+
+def test_curve_neighbours_follow_motion_not_canonical_distance():
+    """Two limbs touching in the canonical frame (t = 0) and moving apart: a point on limb A
+    takes A's leaves although B's are nearer at t = 0; HiMoR's canonical choice takes B's."""
+    T = 5
+    still = torch.eye(4, dtype=D).expand(T, 4, 4)
+    away = torch.stack([make_transform(torch.eye(3, dtype=D), torch.tensor([0.0, 0.0, 0.5 * t], dtype=D))
+                        for t in range(T)])
+    # leaves 0, 1 on limb A (still), 2, 3 on limb B (moves up); the point is on A at x = 0.5
+    pos = torch.tensor([[0.0, 0, 0], [-0.1, 0, 0], [0.55, 0, 0], [0.6, 0, 0]], dtype=D)
+    leaves = torch.stack([still, still, away, away], dim=1)  # [T, 4, 4, 4]
+    point = torch.tensor([[0.3, 0.0, 0.0]], dtype=D)
+    point_on_a = torch.tensor([[0.05, 0.0, 0.0]], dtype=D)
+    idx = curve_neighbours(point_on_a, pos, leaves, k=2, candidates=4)
+    assert set(idx[0].tolist()) == {0, 1}
+    # nearest leaf of ``point`` is 2 (0.25 away) so it moves with B; its curve neighbours are B's
+    assert set(curve_neighbours(point, pos, leaves, k=2, candidates=4)[0].tolist()) == {2, 3}
+
+
+def test_tree_skin_by_curve_and_canonical():
+    T = 4
+    bases = torch.stack([_motion(T, [0, 0, 1], 0.0, [0, 0, 0]), _motion(T, [0, 0, 1], 0.0, [0, 0, 0.5])])
+    positions = torch.tensor([[0.0, 0, 0], [-0.1, 0, 0], [0.3, 0, 0], [0.4, 0, 0]], dtype=D)
+    coef = torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]], dtype=D)
+    point = torch.tensor([[0.16, 0.0, 0.0]], dtype=D)  # nearest leaf 2 (0.14) -> moves with basis 1
+    curve = _tree(bases, positions, coef, skin_k=2, skin_candidates=4)
+    canon = _tree(bases, positions, coef, skin_k=2, skin_by="canonical")
+    assert set(curve.skin(point)[0][0].tolist()) == {2, 3}
+    assert set(canon.skin(point)[0][0].tolist()) == {0, 2}
+    with pytest.raises(ValueError, match="skin_by"):
+        _tree(bases, positions, coef, skin_by="nope").skin(point)

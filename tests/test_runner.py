@@ -159,3 +159,17 @@ def test_interrupted_commit_is_recovered(tmp_path):
     make_runner(tmp_path).run(["a"])
     os.replace(tmp_path / "a", tmp_path / ".a.old")  # crash between the two renames
     assert states(make_runner(tmp_path))["a"] == "done"
+
+
+def test_manifest_records_peak_memory_of_the_stage(tmp_path):
+    from dynrec.pipeline import memory
+
+    make_runner(tmp_path).run(TARGETS)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["memory"]["peak_rss_mb"] > 0
+    big = np.ones(256 * 2**20 // 8)  # 256 MiB, touched
+    before = memory.peak()["peak_rss_mb"]
+    assert before >= 256
+    del big
+    if memory.reset():  # Linux: the high-water mark restarts from the current RSS
+        assert memory.peak()["peak_rss_mb"] < before - 128

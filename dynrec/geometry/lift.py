@@ -3,10 +3,13 @@
 The pipeline of the ``lift`` stage is::
 
     xyz, valid = lift_tracks(xy, visible, depth, K, w2c)   # unproject with aligned depth
-    xyz = fill_gaps(xyz, valid)                            # complete trajectories
+    xyz = fill_gaps(xyz, valid)                            # first guess where a track is unseen
     c = canonical_frame(valid)                             # frame with most valid tracks
     bases, labels, centres = motion_bases(xyz, valid, M, c, seed)   # K-Means + Procrustes
+    xyz = complete_tracks(xyz, valid, labels, bases)       # unseen parts follow their basis
+    bases, labels, centres = motion_bases(xyz, valid, M, c, seed, known=...)  # refit, repeat
     positions, coefficients, radii = init_nodes(xyz[:, c], centres, L, seed)
+    coefficients = fit_coefficients(positions, xyz, valid, bases, c)  # or HiMoR's IDW
 
 Conventions are those of :mod:`dynrec.geometry.camera` (OpenCV, ``w2c`` 4x4, pixel centres
 at +0.5, z-depth with 0 = unknown). ``project_points`` / ``unproject_points`` are the
@@ -156,15 +159,70 @@ def canonical_frame(valid: Tensor) -> int:
     return int(valid.bool().sum(dim=0).argmax())
 
 
+def complete_tracks(xyz: Tensor, valid: Tensor, labels: Tensor, bases: Tensor) -> Tensor:
+    """Fill the frames where a track is not valid with the motion of its basis.
+
+    A linear gap fill (:func:`fill_gaps`) leaves a point that is hidden while its body
+    walks on standing where it was last seen, metres from where it is; its canonical
+    position is then wrong too. Here an unseen sample follows its basis from the nearest
+    valid frame ``s``: ``x_t = B(t) B(s)^-1 x_s`` (bases map canonical -> frame, so this
+    is exact when the track moves rigidly with its basis).
+
+    ``xyz`` [N, T, 3], ``valid`` [N, T], ``labels`` [N], ``bases`` [M, T, 4, 4] -> [N, T, 3];
+    valid samples and tracks with no valid sample are returned unchanged.
+    """
+    N, T = valid.shape
+    valid = valid.bool()
+    t = torch.arange(T, device=xyz.device)[None, :].expand(N, T)
+    prev = torch.where(valid, t, torch.full_like(t, -T)).cummax(dim=1).values
+    nxt = torch.where(valid, t, torch.full_like(t, 2 * T)).flip(1).cummin(dim=1).values.flip(1)
+    src = torch.where((t - prev) <= (nxt - t), prev, nxt).clamp(0, T - 1)  # nearest valid frame
+    B = bases.to(xyz.dtype)[labels]  # [N, T, 4, 4]
+    rel = B @ invert(B.gather(1, src[..., None, None].expand(N, T, 4, 4)))  # B(t) B(s)^-1
+    x_src = xyz.gather(1, src[..., None].expand(N, T, 3))
+    moved = transform_points(rel, x_src)
+    fill = ~valid & valid.any(dim=1, keepdim=True)
+    return torch.where(fill[..., None], moved, xyz)
+
+
+def fit_coefficients(positions: Tensor, xyz: Tensor, valid: Tensor, bases: Tensor, canonical: int,
+                     k: int = 12) -> Tensor:
+    """Basis coefficients [L, M] of nodes at ``positions`` [L, 3]: one-hot on the basis that
+    best carries the ``k`` tracks nearest to the node (canonical frame).
+
+    HiMoR §3.2.3 weighs the bases by inverse distance to the cluster centres, so a node
+    between two clusters (a knee between thigh and shin, one leg beside the other) blends
+    motions that neither part has: on a walking figure the initial motion is then 6 cm off
+    where the tracks' own bases are 2 cm off (``docs/motion.md``). The error of basis m on
+    track n is the mean over its valid frames of ``|B_m(t) x_n(c) - x_n(t)|``; the
+    coefficients stay trainable, so blends can still be learned.
+
+    ``xyz`` [N, T, 3] completed tracks, ``valid`` [N, T], ``bases`` [M, T, 4, 4].
+    """
+    M = bases.shape[0]
+    can = xyz[:, canonical]
+    w = valid.to(xyz.dtype)
+    err = []
+    for m in range(M):
+        pred = transform_points(bases[m].to(xyz.dtype)[None], can[:, None])  # [N, T, 3]
+        err.append(((pred - xyz).norm(dim=-1) * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0))
+    err_t = torch.stack(err, dim=1)  # [N, M]
+    near = torch.cdist(positions.to(xyz.dtype), can).topk(min(k, can.shape[0]), dim=1, largest=False).indices
+    best = err_t[near].mean(dim=1).argmin(dim=1)  # [L]
+    return torch.nn.functional.one_hot(best, M).to(positions.dtype)
+
+
 def motion_bases(
-    xyz: Tensor, valid: Tensor, M: int, canonical: int, seed: int = 0
+    xyz: Tensor, valid: Tensor, M: int, canonical: int, seed: int = 0, known: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """SE(3) motion bases from 3D tracks: K-Means, then Procrustes over time (HiMoR §3.2.3).
 
     The trajectories (gap-filled, e.g. by :func:`fill_gaps`) are clustered as [N, T*3]
     vectors into ``M`` clusters. For cluster m and frame t the basis is the weighted
     Procrustes fit mapping the members' canonical positions onto their positions at t,
-    with weights ``valid[:, canonical] * valid[:, t]``. Where fewer than 3 members have a
+    with weights ``known * valid[:, t]``; ``known`` [N] bool says whose canonical position
+    can be trusted (default ``valid[:, canonical]``; all tracks once
+    :func:`complete_tracks` has carried them there). Where fewer than 3 members have a
     positive weight, all members are used with weight 1 (gap-filled positions); a cluster
     with fewer than 3 members gets a translation-only basis.
 
@@ -182,7 +240,8 @@ def motion_bases(
     result = kmeans(xyz.reshape(N, T * 3), M, seed=seed)
     labels = result.labels
     centres = result.centers.reshape(M, T, 3)[:, canonical]
-    w_all = (valid[:, canonical : canonical + 1] & valid.bool()).to(xyz.dtype)  # [N, T]
+    trusted = valid[:, canonical].bool() if known is None else known.bool()
+    w_all = (trusted[:, None] & valid.bool()).to(xyz.dtype)  # [N, T]
     src_all = xyz[:, canonical]
     bases = []
     for m in range(M):
@@ -235,20 +294,26 @@ def idw_coefficients(
     return w / w.sum(dim=-1, keepdim=True)
 
 
-def mean_knn_distance(points: Tensor, k: int = 3) -> Tensor:
+def mean_knn_distance(points: Tensor, k: int = 3, chunk_elements: int = 1 << 24) -> Tensor:
     """Mean distance of each of ``points`` [L, 3] to its ``k`` nearest other points -> [L].
 
     Uses ``min(k, L - 1)`` neighbours; a single point gets 0. Differentiable in ``points``
-    (the neighbour choice is not).
+    (the neighbour choice is not). The neighbour search is chunked to at most
+    ``chunk_elements`` distances at a time: a full ``cdist`` of the 47k seed points of a
+    160x120 scene alone took 8.9 GB.
     """
     L = points.shape[0]
     kk = min(k, L - 1)
     if kk <= 0:
         return points.new_zeros(L)
+    rows = max(1, chunk_elements // max(L, 1))
+    nbrs = []
     with torch.no_grad():
-        d = torch.cdist(points, points)
-        d.fill_diagonal_(float("inf"))
-        nbr = d.topk(kk, dim=1, largest=False).indices  # [L, kk]
+        for s in range(0, L, rows):
+            d = torch.cdist(points[s : s + rows], points)
+            d[torch.arange(d.shape[0], device=d.device), torch.arange(s, s + d.shape[0], device=d.device)] = float("inf")
+            nbrs.append(d.topk(kk, dim=1, largest=False).indices)  # [c, kk]
+    nbr = torch.cat(nbrs)
     return (points[:, None, :] - points[nbr]).norm(dim=-1).mean(dim=1)
 
 

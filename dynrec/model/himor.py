@@ -40,7 +40,7 @@ from dynrec.geometry.se3 import (
     rot6d_translation_to_transform,
     transform_points,
 )
-from dynrec.model.skinning import apply_rt, blend_leaf_motions, knn, skin_weights
+from dynrec.model.skinning import apply_rt, blend_leaf_motions, curve_neighbours, knn, skin_weights
 from dynrec.model.skinning import deform as skin_deform
 
 
@@ -48,7 +48,10 @@ from dynrec.model.skinning import deform as skin_deform
 class TreeConfig:
     """Structure of the tree (HiMoR §4 implementation details) and its initialisation knobs.
 
-    ``skin_k``: leaves per Gaussian (Eq. 4); ``n_children`` / ``n_bases_level2``: C and M2
+    ``skin_k``: leaves per Gaussian (Eq. 4); ``skin_by``: how they are chosen, ``canonical``
+    (HiMoR: nearest in the canonical frame) or ``curve`` (among the ``skin_candidates``
+    canonical nearest, those whose trajectories stay closest, see
+    :func:`~dynrec.model.skinning.curve_neighbours`); ``n_children`` / ``n_bases_level2``: C and M2
     of level 2; ``idw_power``: exponent of the inverse-distance coefficient initialisation;
     ``gather_radius_scale``: level-2 bases are fitted to the Gaussians within this multiple
     of a level-1 node's radius (at least ``max(C, M2)`` nearest ones); ``densify_k``: nodes
@@ -56,6 +59,8 @@ class TreeConfig:
     """
 
     skin_k: int = 8
+    skin_by: str = "curve"
+    skin_candidates: int = 16
     n_children: int = 10
     n_bases_level2: int = 5
     idw_power: float = 2.0
@@ -342,8 +347,25 @@ class MotionTree(nn.Module):
         """Per level ``(rot6d [P, M, T, 6], trans [P, M, T, 3])`` (for the acceleration loss)."""
         return [(level.bases_rot6d, level.bases_trans) for level in self.levels]
 
+    def skin_neighbours(self, means: Tensor) -> Tensor:
+        """Indices [G, k] of the leaves that drive each of ``means`` [G, 3] (``config.skin_by``)."""
+        cfg = self.config
+        if cfg.skin_by == "canonical":
+            return knn(means, self.leaf_positions(), cfg.skin_k)
+        if cfg.skin_by != "curve":
+            raise ValueError(f"TreeConfig.skin_by must be 'canonical' or 'curve', got {cfg.skin_by!r}")
+        with torch.no_grad():
+            frames = torch.arange(self.num_frames, device=means.device)
+            leaves = self.leaf_transforms(frames)
+        return curve_neighbours(
+            means.detach(), self.leaf_positions().detach(), leaves, cfg.skin_k, cfg.skin_candidates
+        )
+
     def skin(self, means: Tensor, idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Eq. 5 skinning of ``means`` [G, 3] on the current leaves -> ``(idx [G, k], w [G, k])``."""
+        """Eq. 5 skinning of ``means`` [G, 3] on the current leaves -> ``(idx [G, k], w [G, k])``;
+        ``idx`` cached neighbours, else :meth:`skin_neighbours`."""
+        if idx is None:
+            idx = self.skin_neighbours(means)
         return skin_weights(
             means, self.leaf_positions(), self.leaf_radii(), self.config.skin_k, idx
         )

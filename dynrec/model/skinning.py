@@ -1,10 +1,16 @@
 """Deforming Gaussians with leaf-node motions (HiMoR §3.2.2, Eq. 4-5).
 
-A Gaussian with canonical mean ``mu`` follows its K nearest leaf nodes (Euclidean, in the
-canonical frame) with weights ``w_k = exp(-|mu - x_k|^2 / (2 r_k)) / Z`` (Eq. 5; the paper
+A Gaussian with canonical mean ``mu`` follows K leaf nodes with weights ``w_k = exp(-|mu - x_k|^2 / (2 r_k)) / Z`` (Eq. 5; the paper
 divides by ``r_k``, not ``r_k^2``, and so do we), blended as dual quaternions (Eq. 4 with
 Kavan et al.'s DLB, :mod:`dynrec.geometry.dualquat`). Background Gaussians are static: pass
 only the foreground ones.
+
+Which K leaves: HiMoR takes the K nearest in the canonical frame (:func:`knn`). In one frame
+two limbs can touch (legs mid-stride, an arm hanging by the torso), and a Gaussian then
+blends the motion of both: a walking figure smears into a ghost. :func:`curve_neighbours`
+keeps, among the ``2K`` canonical nearest, the K whose trajectories stay closest to the
+Gaussian's over the whole video (HiMoR's curve distance, Eq. 6); ``docs/motion.md`` has
+the figures.
 """
 
 from __future__ import annotations
@@ -16,19 +22,56 @@ from dynrec.geometry.dualquat import blend_dualquat, dualquat_to_rt, se3_to_dual
 from dynrec.geometry.se3 import matrix_to_quat, quat_multiply, quat_to_matrix
 
 
-def knn(query: Tensor, points: Tensor, k: int, chunk: int = 65536) -> Tensor:
+def knn(query: Tensor, points: Tensor, k: int, chunk_elements: int = 1 << 24) -> Tensor:
     """Indices [Q, k'] of the ``k' = min(k, P)`` nearest ``points`` [P, D] to each ``query`` [Q, D].
 
-    Sorted by distance; no gradient; chunked over queries to bound memory.
+    Sorted by distance; no gradient; chunked over queries so that at most
+    ``chunk_elements`` distances exist at a time.
     """
     kk = min(k, points.shape[0])
+    rows = max(1, chunk_elements // max(points.shape[0], 1))
     out = []
     with torch.no_grad():
-        for s in range(0, query.shape[0], chunk):
-            d = torch.cdist(query[s : s + chunk], points)
+        for s in range(0, query.shape[0], rows):
+            d = torch.cdist(query[s : s + rows], points)
             out.append(d.topk(kk, dim=1, largest=False).indices)
     if not out:
         return torch.zeros(0, kk, dtype=torch.long, device=query.device)
+    return torch.cat(out)
+
+
+def curve_neighbours(
+    means: Tensor,
+    node_pos: Tensor,
+    leaf_transforms: Tensor,
+    k: int,
+    candidates: int,
+    chunk: int = 4096,
+) -> Tensor:
+    """Indices [G, k'] of the ``k' = min(k, L)`` leaves that move most like each Gaussian.
+
+    ``means`` [G, 3] canonical centres; ``node_pos`` [L, 3] canonical leaves;
+    ``leaf_transforms`` [T, L, 4, 4] (canonical -> frame, every frame or a subset). The
+    ``min(candidates, L)`` leaves nearest in the canonical frame are candidates; a
+    Gaussian's trajectory is approximated by its nearest leaf's motion applied to it, and
+    the k candidates with the smallest curve distance ``max_t |x_t - y_t|`` (HiMoR Eq. 6)
+    to it are kept, sorted by that distance. No gradient.
+    """
+    kk = min(k, node_pos.shape[0])
+    cand_n = max(min(candidates, node_pos.shape[0]), kk)
+    out = []
+    with torch.no_grad():
+        R, tr = leaf_transforms[..., :3, :3], leaf_transforms[..., :3, 3]  # [T, L, 3, 3], [T, L, 3]
+        node_traj = (R @ node_pos[None, :, :, None])[..., 0] + tr  # [T, L, 3]
+        for s in range(0, means.shape[0], chunk):
+            mu = means[s : s + chunk]
+            cand = torch.cdist(mu, node_pos).topk(cand_n, dim=1, largest=False).indices  # [c, n]
+            own = cand[:, 0]
+            traj = (R[:, own] @ mu[None, :, :, None])[..., 0] + tr[:, own]  # [T, c, 3]
+            dist = (traj[:, :, None] - node_traj[:, cand]).norm(dim=-1).amax(dim=0)  # [c, n]
+            out.append(cand.gather(1, dist.topk(kk, dim=1, largest=False).indices))
+    if not out:
+        return torch.zeros(0, kk, dtype=torch.long, device=means.device)
     return torch.cat(out)
 
 

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from dynrec import __version__
 from dynrec.errors import ArtifactError, DynrecError, StageFailed
 from dynrec.pipeline.config import Config
+from dynrec.pipeline import memory
 from dynrec.pipeline.hashing import hash_json, hash_path
 from dynrec.pipeline.workdir import WorkDir
 from dynrec.stages.base import StageContext, StageSpec
@@ -208,6 +209,7 @@ class Runner:
                                device=self.device, source=self.source, gt=self.gt,
                                weights_dir=Path(w).expanduser() if (w := self.config.run.weights_dir) else None,
                                console=self.console, progress=progress)
+            memory.reset()
             try:
                 info = spec.run(ctx, params) or {}
             except ArtifactError as exc:
@@ -233,7 +235,8 @@ class Runner:
         duration = time.time() - started
         manifest = {
             "stage": name, "key": key, **self._key_parts(name), "device": self.device,
-            "versions": _versions(), "started": started, "duration_s": round(duration, 3), "info": info,
+            "versions": _versions(), "started": started, "duration_s": round(duration, 3),
+            "memory": memory.peak(), "info": info,
         }
         self.work.commit(name, manifest)
         self.work.clear_failure(name)

@@ -14,7 +14,9 @@ from dynrec.errors import DynrecError
 from dynrec.geometry.camera import pixel_centers, unproject
 from dynrec.geometry.lift import (
     canonical_frame,
+    complete_tracks,
     fill_gaps,
+    fit_coefficients,
     init_nodes,
     lift_tracks,
     motion_bases,
@@ -41,6 +43,8 @@ class LiftParams:
     max_fg_points: int = 20000
     max_bg_points: int = 40000
     bg_frames: int = 8
+    complete: int = 2
+    coefficients: str = "fit"
     seed: int = 0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -108,12 +112,22 @@ def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
     keep = valid.sum(1) >= params.min_valid
     if int(keep.sum()) < 3:
         raise DynrecError(f"lift: only {int(keep.sum())} foreground tracks have depth in {params.min_valid}+ frames")
+    if params.coefficients not in ("fit", "idw"):
+        raise DynrecError(f"lift.coefficients must be 'fit' or 'idw', got '{params.coefficients}'")
     xyz, valid, fg = fill_gaps(xyz[keep], valid[keep]), valid[keep], fg[keep.numpy()]
     canonical = canonical_frame(valid)
     M = min(params.n_bases, len(fg))
     bases, labels, centres = motion_bases(xyz, valid, M, canonical, seed=params.seed)
+    everyone = torch.ones(len(fg), dtype=torch.bool)
+    for _ in range(params.complete):
+        xyz = complete_tracks(xyz, valid, labels, bases)
+        bases, labels, centres = motion_bases(xyz, valid, M, canonical, seed=params.seed, known=everyone)
+    if params.complete:
+        xyz = complete_tracks(xyz, valid, labels, bases)
     ctx.progress("nodes", 1, 2)
     positions, coefficients, radii = init_nodes(xyz[:, canonical], centres, params.n_nodes, seed=params.seed)
+    if params.coefficients == "fit":
+        coefficients = fit_coefficients(positions, xyz, valid, bases, canonical)
     rng = np.random.default_rng(params.seed)
     T = depth.shape[0]
     bg_ts = sorted({round(x) for x in np.linspace(0, T - 1, min(params.bg_frames, T))})

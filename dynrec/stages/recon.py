@@ -47,7 +47,9 @@ SIRENPOSE_MODES = ("off", "geo", "siren", "full")
 class ReconParams:
     """Optimisation settings; every loss weight can be set to 0 to switch its term off.
 
-    ``motion``: himor | global-bases; ``levels``: 1 | 2 (HiMoR level 2 switched on at
+    ``motion``: himor | global-bases; ``skinning``: how a Gaussian's leaves are chosen,
+    ``curve`` (those that move most like it) or ``canonical`` (HiMoR: nearest in the
+    canonical frame), see :mod:`dynrec.model.skinning`; ``levels``: 1 | 2 (HiMoR level 2 switched on at
     ``level2_at`` x steps); ``rigidity`` and ``node_densify`` toggle those parts (HiMoR
     Table 3 rows); ``lr_scale`` multiplies every learning rate of Appendix B.2 and
     ``lr_final`` is the factor they decay to (exponentially) by the last step.
@@ -88,6 +90,7 @@ class ReconParams:
     init_opacity: float = 0.5
     checkpoint_every: int = 100
     seed: int = 0
+    skinning: str = "curve"
     weights: dict[str, float] = field(default_factory=dict)
     sirenpose: str = "off"
     keypoints: bool = True
@@ -130,6 +133,8 @@ def check_params(params: ReconParams) -> None:
     if params.siren and params.motion != "himor":
         raise DynrecError(f"recon.sirenpose={params.sirenpose}: the SIREN stream is a residual on HiMoR leaf "
                           "nodes, so it needs recon.motion=himor (use recon.sirenpose=geo with global-bases)")
+    if params.skinning not in ("curve", "canonical"):
+        raise DynrecError(f"recon.skinning must be 'curve' or 'canonical', got '{params.skinning}'")
     if params.camera_reg < 0:
         raise DynrecError(f"recon.camera_reg must be >= 0, got {params.camera_reg}")
 
@@ -222,7 +227,8 @@ def build_scene(lift: Lift, params: ReconParams) -> DynamicScene:
     if params.motion == "himor":
         motion = MotionTree.from_bases(bases, torch.from_numpy(lift.node_positions).float(),
                                        torch.from_numpy(lift.node_coefficients).float(),
-                                       torch.from_numpy(lift.node_radii).float().clamp_min(1e-4), TreeConfig())
+                                       torch.from_numpy(lift.node_radii).float().clamp_min(1e-4),
+                                       TreeConfig(skin_by=params.skinning))
         coefs = None
     elif params.motion == "global-bases":
         motion = GlobalBases.from_bases(bases)
@@ -535,7 +541,7 @@ def restore_scene(state: dict[str, torch.Tensor], params: ReconParams) -> Dynami
     g = Gaussians.from_state_dict({k[len("gaussians."):]: v for k, v in state.items() if k.startswith("gaussians.")})
     motion_state = {k[len("motion."):]: v for k, v in state.items() if k.startswith("motion.")}
     if params.motion == "himor":
-        motion = MotionTree.from_state_dict(motion_state, TreeConfig())
+        motion = MotionTree.from_state_dict(motion_state, TreeConfig(skin_by=params.skinning))
     else:
         motion = GlobalBases(motion_state["bases_rot6d"], motion_state["bases_trans"])
     residual_state = {k[len("residual."):]: v for k, v in state.items() if k.startswith("residual.")}

@@ -68,13 +68,14 @@ def humanoid_gait(rng: np.random.Generator, frames: int, run: bool = False, stop
     """A humanoid of 10 boxes with a walking (or running) gait along a curved path.
 
     Legs swing about the hips' x axis in antiphase (the figure faces -y, the direction of
-    travel), knees bend behind, arms swing against the legs. The travel speed matches the
-    stride (two steps of ``2 L sin(A)`` per gait cycle), so feet do not skate much.
+    travel), knees bend behind, arms swing against the legs. The path is 2.4-3.4 m long
+    (3-4 m running) whatever the frame count, and the gait rate follows from the speed (two
+    steps of ``2 L sin(A)`` per cycle, clipped to 0.2-0.8 rad/frame), so feet skate little.
     """
     s = rng.uniform(0.85, 1.15)  # overall size
     amp = rng.uniform(0.55, 0.7) if run else rng.uniform(0.35, 0.5)
     leg = 0.84 * s
-    length = rng.uniform(2.2, 2.8) if run else rng.uniform(1.6, 2.4)  # the room is 8 m wide
+    length = rng.uniform(3.0, 4.0) if run else rng.uniform(2.4, 3.4)  # the room is 8 m wide
     speed = length / frames
     omega = float(np.clip(speed * 2.0 * np.pi / (4.0 * leg * np.sin(amp)), 0.2, 0.8))  # gait rad/frame
     ph = rng.uniform(0.0, 2.0 * np.pi, size=4)
