@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dynrec import metrics as M
 from dynrec.artifacts import Cameras
 from dynrec.evaluate.inputs import EvalInputs, HeldoutView, Unavailable
+from dynrec.geometry.lift import project_points
 from dynrec.metrics.base import MetricNotComputable
 from dynrec.metrics.frechet import FVD_CLIP_LEN
+from dynrec.model.tracking import query_trajectories
 
 HELDOUT_NEEDS = frozenset({"gt_heldout", "covis_masks"})
 GT_NEEDS = frozenset({"gt_heldout", "covis_masks", "gt_cameras", "gt_tracks_2d", "gt_tracks_3d", "gt_keypoints"})
@@ -217,19 +220,68 @@ def _rpe(which: str) -> Compute:
 
 
 # ----- tracks --------------------------------------------------------------------------------
-def _lifted_gt(inp: EvalInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ground truth of the lifted points: xy [N, T, 2], xyz [N, T, 3], visible [N, T]."""
-    gt = inp.gt_tracks()
-    rows = inp.lift().track_index
-    return gt.xy[rows], gt.xyz[rows], gt.visible[rows]
+@dataclass
+class TrackPairs:
+    """The model's trajectories of ground-truth points and the truth: ``pred_xy`` [N, T, 2] at
+    the model's cameras, ``pred_xyz`` [N, T, 3] in the ground truth's world, ``xy``, ``xyz``,
+    ``visible`` [N, T] of the ground truth; ``note`` says how they were paired."""
+
+    pred_xy: np.ndarray
+    pred_xyz: np.ndarray
+    xy: np.ndarray
+    xyz: np.ndarray
+    visible: np.ndarray
+    note: str
+
+
+def _track_pairs(inp: EvalInputs) -> TrackPairs:
+    """Pair the model's motion with ground-truth tracks, whatever made the inputs.
+
+    When the ``tracks`` stage copied the ground truth, the lifted points are ground-truth
+    points: their model trajectories (``recon/tracks``) are compared row for row. Otherwise
+    each ground-truth query ``(t_q, x, y)`` is lifted with the model's rendered depth at
+    ``t_q`` and carried by the model's motion (:func:`dynrec.model.tracking.query_trajectories`,
+    Shape of Motion's protocol). 3D points are compared after the Sim(3) that aligns the
+    model's cameras to the ground truth's.
+    """
+    def load() -> TrackPairs:
+        sim, note = _model_to_gt(inp)
+        try:
+            gt = inp.gt_tracks()
+        except Unavailable:
+            gt = None
+        if gt is not None:
+            pred = inp.recon_tracks()
+            rows = inp.lift().track_index
+            pred_xy, pred_xyz = pred.xy, pred.xyz
+            xy, xyz, vis = gt.xy[rows], gt.xyz[rows], gt.visible[rows]
+        else:
+            gt = inp.gt_tracks_raw()
+            cams, _ = inp.pred_cameras()
+            W, H = inp.size
+            qf = gt.query_frame.astype(np.int64)
+            qxy = gt.xy[np.arange(len(qf)), qf]
+            xyz_t, ok = query_trajectories(inp.scene(), torch.from_numpy(cams.K).float(),
+                                           torch.from_numpy(cams.w2c).float(), W, H,
+                                           torch.from_numpy(qf), torch.from_numpy(qxy).float())
+            pred_xyz = xyz_t.numpy().astype(np.float64)
+            pred_xy = project_points(xyz_t, torch.from_numpy(cams.K).float()[None],
+                                     torch.from_numpy(cams.w2c).float()[None])[0].numpy()
+            xy, xyz, vis = gt.xy, gt.xyz, gt.visible
+            how = ("ground-truth queries lifted with the model's rendered depth and carried by its motion "
+                   f"({int(ok.sum())} of {len(ok)} on the model's surface)")
+            note = f"{how}; {note}" if note else how
+        if sim is not None:
+            pred_xyz = sim.apply_points(pred_xyz.astype(np.float64))
+        return TrackPairs(pred_xy, pred_xyz, xy, xyz, vis, note)
+    return inp.memo("track_pairs", load)
 
 
 def _pck_t(name: str, inp: EvalInputs, models: Models) -> MetricResult:
-    pred = inp.recon_tracks()
-    xy, _, vis = _lifted_gt(inp)
-    values = M.pck_t(pred.xy, xy, inp.size[::-1], vis, reduction="none")
-    result = _per_frame(name, values)
-    result.value, result.n = M.pck_t(pred.xy, xy, inp.size[::-1], vis), int(vis.sum())
+    p = _track_pairs(inp)
+    values = M.pck_t(p.pred_xy, p.xy, inp.size[::-1], p.visible, reduction="none")
+    result = _per_frame(name, values, note=p.note)
+    result.value, result.n = M.pck_t(p.pred_xy, p.xy, inp.size[::-1], p.visible), int(p.visible.sum())
     return result
 
 
@@ -252,12 +304,9 @@ def _model_to_gt(inp: EvalInputs) -> tuple[M.Sim3 | None, str]:
 
 
 def _epe_3d(name: str, inp: EvalInputs, models: Models) -> MetricResult:
-    pred = inp.recon_tracks()
-    _, xyz, vis = _lifted_gt(inp)
-    sim, note = _model_to_gt(inp)
-    pts = pred.xyz if sim is None else sim.apply_points(pred.xyz.astype(np.float64))
-    result = _per_frame(name, M.epe_3d(pts, xyz, vis, reduction="none"), note=note)
-    result.value, result.n = M.epe_3d(pts, xyz, vis), int(vis.sum())
+    p = _track_pairs(inp)
+    result = _per_frame(name, M.epe_3d(p.pred_xyz, p.xyz, p.visible, reduction="none"), note=p.note)
+    result.value, result.n = M.epe_3d(p.pred_xyz, p.xyz, p.visible), int(p.visible.sum())
     return result
 
 

@@ -24,6 +24,8 @@ import numpy as np
 from dynrec.artifacts import Cameras, Depth, Frames, Keypoints, Lift, Masks, Tracks
 from dynrec.errors import DynrecError
 from dynrec.evaluate.covis import covisible_masks
+from dynrec.model.restore import load_scene
+from dynrec.model.scene import DynamicScene
 from dynrec.pipeline.runner import Runner
 from dynrec.stages.base import StageContext
 from dynrec.stages.gt import frame_selection, load_gt
@@ -253,6 +255,21 @@ class EvalInputs:
             return load_gt(self._gt_ctx(), "keypoints", Keypoints)
         return self.memo("gt_keypoints", load)
 
+    def gt_tracks_raw(self) -> Tracks:
+        """Ground-truth tracks at the kept frames (whatever the work dir's tracks are)."""
+        def load() -> Tracks:
+            self._gt_folder("gt", "tracks")
+            self._gt_folder("gt", "frames")
+            gt = load_gt(self._gt_ctx(), "tracks", Tracks)
+            if gt.xyz is None:
+                raise Unavailable(f"ground truth missing: {self.gt_scene() / 'gt' / 'tracks'} has no xyz")
+            return gt
+        return self.memo("gt_tracks_raw", load)
+
+    def scene(self) -> DynamicScene:
+        """The trained scene (``recon/model.pt``) on the CPU."""
+        return self.memo("scene", lambda: load_scene(self.stage("recon")))
+
     def gt_tracks(self) -> Tracks:
         """Ground-truth tracks at the kept frames, row for row the tracks of the work dir.
 
@@ -260,9 +277,7 @@ class EvalInputs:
         ``gt``); otherwise :class:`Unavailable`.
         """
         def load() -> Tracks:
-            self._gt_folder("gt", "tracks")
-            self._gt_folder("gt", "frames")
-            gt = load_gt(self._gt_ctx(), "tracks", Tracks)
+            gt = self.gt_tracks_raw()
             ours = self.input_tracks()
             backend = getattr(self.runner.config.stages["tracks"], "backend", "?")
             same = gt.xy.shape == ours.xy.shape and np.array_equal(gt.visible, ours.visible) and np.allclose(
@@ -271,8 +286,6 @@ class EvalInputs:
                 raise Unavailable(
                     f"the tracks stage (backend '{backend}') did not copy the ground-truth tracks, so the "
                     "model's trajectories have no ground-truth counterpart; preprocess with --gt SCENE")
-            if gt.xyz is None:
-                raise Unavailable(f"ground truth missing: {self.gt_scene() / 'gt' / 'tracks'} has no xyz")
             return gt
         return self.memo("gt_tracks", load)
 

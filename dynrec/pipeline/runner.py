@@ -23,8 +23,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from dynrec import __version__
 from dynrec.errors import ArtifactError, DynrecError, StageFailed
-from dynrec.pipeline.config import Config
 from dynrec.pipeline import memory
+from dynrec.pipeline.config import Config
 from dynrec.pipeline.hashing import hash_json, hash_path
 from dynrec.pipeline.workdir import WorkDir
 from dynrec.stages.base import StageContext, StageSpec

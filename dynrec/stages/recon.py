@@ -33,6 +33,7 @@ from dynrec.model.camera_refine import CameraRefiner
 from dynrec.model.density import DensityConfig, DensityControl
 from dynrec.model.gaussians import GaussianLRs, Gaussians
 from dynrec.model.himor import GlobalBases, MotionLRs, MotionTree, TreeConfig, knn_curve
+from dynrec.model.restore import restore_scene
 from dynrec.model.scene import DynamicScene
 from dynrec.model.sirenpose import KeypointAnchors, SirenResidual, sirenpose_loss, track_guess
 from dynrec.stages.base import StageContext, StageSpec
@@ -534,23 +535,6 @@ def density_control(params: ReconParams, data: Data) -> DensityControl:
         grow_grad2d=params.gaussian_grow_grad2d, max_gaussians=params.max_gaussians,
     )
     return DensityControl(config, scene_scale(data))
-
-
-def restore_scene(state: dict[str, torch.Tensor], params: ReconParams) -> DynamicScene:
-    """Rebuild a scene of any size (after densification / level 2) from its state dict."""
-    g = Gaussians.from_state_dict({k[len("gaussians."):]: v for k, v in state.items() if k.startswith("gaussians.")})
-    motion_state = {k[len("motion."):]: v for k, v in state.items() if k.startswith("motion.")}
-    if params.motion == "himor":
-        motion = MotionTree.from_state_dict(motion_state, TreeConfig(skin_by=params.skinning))
-    else:
-        motion = GlobalBases(motion_state["bases_rot6d"], motion_state["bases_trans"])
-    residual_state = {k[len("residual."):]: v for k, v in state.items() if k.startswith("residual.")}
-    residual = None
-    if residual_state:
-        residual = SirenResidual(motion.num_frames, residual_state["center"], float(residual_state["extent"]),
-                                 params.siren_hidden, params.siren_layers, params.siren_w0, params.siren_lambda)
-        residual.load_state_dict(residual_state)
-    return DynamicScene(g, motion, residual)
 
 
 @torch.no_grad()

@@ -15,8 +15,8 @@ import numpy as np
 from dynrec.artifacts.base import Field, save_json, save_npz
 from dynrec.artifacts.types import Cameras, Depth, Frames, Keypoints, Masks, Tracks
 from dynrec.errors import DynrecError
-from dynrec.synth.presets import PRESETS, SynthPreset
 from dynrec.synth.families import FAMILY_NAMES
+from dynrec.synth.presets import PRESETS, SynthPreset
 from dynrec.synth.scene import RIGS, Scene, View, build_scene
 from dynrec.synth.truth import KeypointTruth, keypoint_truth, sample_points, track_truth
 from dynrec.synth.video import write_video
