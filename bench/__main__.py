@@ -2,14 +2,16 @@
 
 ``python -m bench raster recon`` runs only the named ones. The rasterizer benchmark takes
 about a minute, cameras about 5, recon about 20 (two reconstructions of the `small` scene),
-sirenpose about 40 (21 short reconstructions of `fast` scenes, one thread).
+sirenpose about 40 (21 short reconstructions of `fast` scenes, one thread), families about 70
+(one reconstruction per scene family on a seed never tuned on).
 """
 
 import sys
 
-from bench import bench_cameras, bench_raster, bench_recon, bench_sirenpose
+from bench import bench_cameras, bench_families, bench_raster, bench_recon, bench_sirenpose
 
 BENCHES = {"raster": bench_raster.main, "cameras": bench_cameras.main, "recon": lambda: bench_recon.main([]),
+           "families": lambda: bench_families.main([]),
            "sirenpose": lambda: bench_sirenpose.main([])}
 
 if __name__ == "__main__":

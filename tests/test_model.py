@@ -394,12 +394,12 @@ def test_loss_weights_defaults_and_level_schedule():
         2.0,
         0.1,
         0.1,
-        2.0,
+        0.2,
         0.01,
         1e-4,
     )
-    assert w.rigidity_weights(1) == [0.5]
-    assert w.rigidity_weights(2) == [2.5, 0.5]
+    assert w.rigidity_weights(1) == [0.05]
+    assert w.rigidity_weights(2) == [0.25, 0.05]
 
 
 def test_weighted_sum_skips_zero_weights():

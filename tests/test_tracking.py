@@ -53,3 +53,17 @@ def test_sample_image_uses_pixel_centres():
     image = torch.arange(12.0).reshape(3, 4, 1)
     xy = torch.tensor([[0.5, 0.5], [1.5, 2.5], [1.0, 0.5]])
     torch.testing.assert_close(sample_image(image, xy)[:, 0], torch.tensor([0.0, 9.0, 0.5]))
+
+
+def test_deform_points_cache_gives_the_same_motion_until_refreshed():
+    T = 4
+    scene = _scene(T)
+    pts = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0]])
+    fresh = scene.deform_points(pts, torch.arange(T))
+    cached = scene.deform_points(pts, torch.arange(T), "tracks")
+    again = scene.deform_points(pts, torch.arange(T), "tracks")
+    torch.testing.assert_close(cached, fresh)
+    torch.testing.assert_close(again, fresh)
+    assert "tracks" in scene._point_skin
+    scene.refresh_skinning()
+    assert scene._point_skin == {}

@@ -51,14 +51,17 @@ class DynamicScene(nn.Module):
         self.motion = motion
         self.residual = residual
         self._skin_idx: Tensor | None = None
+        self._point_skin: dict[str, Tensor] = {}
 
     @property
     def is_tree(self) -> bool:
         return isinstance(self.motion, MotionTree)
 
     def refresh_skinning(self) -> None:
-        """Recompute the K nearest leaves of each foreground Gaussian (call after moves or node changes)."""
+        """Choose the leaves of every foreground Gaussian and query point again (call after node
+        changes, density control, and now and then as the motion changes)."""
         self._skin_idx = None
+        self._point_skin = {}
 
     def _fg_skin(self, means: Tensor) -> tuple[Tensor, Tensor]:
         """Eq. 5 weights on cached neighbour indices (the neighbours change slowly)."""
@@ -76,17 +79,25 @@ class DynamicScene(nn.Module):
             return deform_with_residual(self.motion, self.residual, means, quats, t, skin=self._fg_skin(means))
         return self.motion.deform(means, quats, t, coefs=g.motion_coefs[fg])
 
-    def deform_points(self, points: Tensor, t: Tensor) -> Tensor:
+    def deform_points(self, points: Tensor, t: Tensor, cache: str | None = None) -> Tensor:
         """Canonical points [P, 3] (e.g. track points, keypoint anchors) at frames ``t`` [B] -> [B, P, 3].
 
         A point moves like a foreground Gaussian at its position: HiMoR skinning on the
         tree (with the SIREN residual when there is one), or the coefficients of its
-        nearest foreground Gaussian with global bases.
+        nearest foreground Gaussian with global bases. ``cache`` names a set of points
+        deformed every step (e.g. ``"tracks"``): their leaves are chosen once and kept
+        until :meth:`refresh_skinning`.
         """
         quats = points.new_zeros(points.shape[0], 4)
         quats[:, 0] = 1
         if self.is_tree:
-            return deform_with_residual(self.motion, self.residual, points, quats, t)[0]
+            cached = self._point_skin.get(cache) if cache is not None else None
+            if cached is not None and cached.shape[0] != points.shape[0]:
+                cached = None
+            idx, w = self.motion.skin(points, cached)
+            if cache is not None:
+                self._point_skin[cache] = idx.detach()
+            return deform_with_residual(self.motion, self.residual, points, quats, t, skin=(idx, w))[0]
         g = self.gaussians
         fg_means = g.means[g.foreground]
         nearest = knn(points, fg_means.detach(), 1)[:, 0]

@@ -40,6 +40,8 @@ from dynrec.stages.base import StageContext, StageSpec
 from dynrec.stages.gt import heldout_cameras, heldout_external, load_gt
 
 MOTIONS = ("himor", "global-bases")
+#: Adam groups of the motion model (HiMoR tree and global bases).
+MOTION_GROUPS = ("bases", "node_positions", "node_radii", "node_coefficients", "motion_coefs")
 #: SirenPose Table III rows: baseline, + geometric (keypoint) prior, + SIREN stream, both.
 SIRENPOSE_MODES = ("off", "geo", "siren", "full")
 
@@ -88,6 +90,7 @@ class ReconParams:
     max_gaussians: int = 200_000
     lr_scale: float = 1.0
     lr_final: float = 1.0
+    motion_warmup: float = 0.0
     init_opacity: float = 0.5
     checkpoint_every: int = 100
     seed: int = 0
@@ -381,7 +384,7 @@ class Trainer:
                 o.info["means2d"].retain_grad()
             self._views = [(o.info, o.ids) for o in out]
         B = len(ts)
-        pts = scene.deform_points(d.track_canonical, torch.cat([ts - 1, ts, ts + 1]).clamp(0, d.T - 1))
+        pts = scene.deform_points(d.track_canonical, torch.cat([ts - 1, ts, ts + 1]).clamp(0, d.T - 1), "tracks")
         cur = pts[B:2 * B]
         xy, z = project_points(cur, d.K[ts][:, None], w2c[:, None])
         vis = d.track_visible[:, ts].T
@@ -454,10 +457,13 @@ class Trainer:
                 self._build_optimizer()
 
     def set_learning_rates(self) -> None:
-        """Exponential decay from ``lr_scale`` x the paper's rates to ``lr_final`` x that at the end."""
+        """Exponential decay from ``lr_scale`` x the paper's rates to ``lr_final`` x that at the end;
+        the motion's groups are held at 0 for the first ``motion_warmup`` x steps."""
         decay = self.params.lr_final ** (self.step / max(self.params.steps, 1))
+        frozen = self.step < self.params.motion_warmup * self.params.steps
         for group in self.opt.param_groups:
-            group["lr"] = group.setdefault("base_lr", group["lr"]) * decay
+            base = group.setdefault("base_lr", group["lr"])
+            group["lr"] = 0.0 if frozen and group.get("name") in MOTION_GROUPS else base * decay
 
     def refine_gaussians(self) -> None:
         """3DGS density control with the screen-space gradients of this step's views."""
@@ -503,6 +509,8 @@ class Trainer:
         last: dict[str, float] = {}
         while self.step < p.steps:
             self.structure_updates()
+            if self.step % 100 == 0:  # skinning leaves follow the motion as it is learned
+                self.scene.refresh_skinning()
             ts = torch.randperm(self.data.T, generator=self.gen)[: p.batch_frames].sort().values
             total, values = self.losses(ts)
             bad = [k for k, v in values.items() if not torch.isfinite(v)]
