@@ -276,3 +276,27 @@ def test_covisibility_known_cases():
     moved[1, 0, 3] = 100.0  # at frame 1 the training camera looks elsewhere
     covis = covisible_masks(plane, K, w2c, fg, plane, K, moved)
     assert covis[0].all() and not covis[1][fg[1]].any() and covis[1][~fg[1]].all()  # background seen at frame 0
+
+
+def test_check_this_list_names_signs_of_failure(tmp_path):
+    from dynrec.evaluate.checks import checks
+    from dynrec.pipeline.workdir import WorkDir
+
+    work = WorkDir.open(tmp_path / "w", create=True)
+    for stage, info in {
+        "masks": {"empty_frames": 9, "foreground_fraction": 0.002, "subject": "motion"},
+        "cameras": {"method": "ba", "reproj_error_px": {"mean": 4.0, "median": 3.1}},
+        "recon": {"train_psnr": 16.0, "kp_input_error_px": {"init": 1.05, "final": 3.69}},
+    }.items():
+        folder = work.stage_dir(stage)
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(json.dumps({"stage": stage, "info": info}))
+    found = checks(work, 82)
+    assert len(found) == 5
+    assert "9 of 82 frames" in found[0] and "0.20%" in found[1] and "3.10 px" in found[2]
+    assert "16.0 dB" in found[3] and "1.05 -> 3.69" in found[4]
+    healthy = WorkDir.open(tmp_path / "ok", create=True)
+    folder = healthy.stage_dir("recon")
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"info": {"train_psnr": 31.0}}))
+    assert checks(healthy, 48) == []

@@ -286,3 +286,44 @@ def test_presets_keep_speed_promise(preset, tmp_path):
     want = {"small": 5.0, "fast": 10.0}[preset]
     assert _speeds(kp).max() >= want
     np.testing.assert_allclose(_speeds(kp).max(), info["max_joint_speed_px"], atol=1e-3)
+
+
+@pytest.mark.parametrize(("family", "camera"), [("walk", "orbit"), ("run", "follow"), ("stopgo", "shake"),
+                                                ("spin", "pan"), ("arm", "static"), ("quadruped", "follow"),
+                                                ("multi", "orbit")])
+def test_families_keep_the_subject_in_view_and_their_truth_consistent(family, camera, tmp_path):
+    info = generate(tmp_path / family, "tiny", seed=5, family=family, camera=camera)
+    assert (info["family"], info["camera"]) == (family, camera)
+    root = tmp_path / family
+    masks = Masks.load(root / "gt" / "masks").masks
+    assert masks.reshape(len(masks), -1).any(axis=1).mean() >= 0.9  # the subject is seen in (almost) every frame
+    tracks, cams = Tracks.load(root / "gt" / "tracks"), Cameras.load(root / "gt" / "cameras")
+    for t in range(0, len(masks), 5):  # visible ground-truth points reproject onto their pixels
+        vis = tracks.visible[:, t]
+        xy, _ = project(tracks.xyz[vis, t], cams.K[t], cams.w2c[t])
+        np.testing.assert_allclose(xy, tracks.xy[vis, t], atol=1e-3)
+    eyes = np.stack([np.linalg.inv(w)[:3, 3] for w in cams.w2c])
+    assert np.abs(eyes[:, :2]).max() < 4.0 and (eyes[:, 2] > 0).all()  # cameras inside the room
+    moved = np.linalg.norm(eyes - eyes[0], axis=1).max()
+    assert (moved < 1e-4) == (camera in ("pan", "static")) and (moved > 0.05 or moved < 1e-4)
+
+
+def test_walkers_travel_and_spinners_spin(tmp_path):
+    from dynrec.synth.families import FAMILIES
+    from dynrec.synth.figure import part_transforms
+
+    rng = np.random.default_rng(0)
+    walker = FAMILIES["walk"](rng, 48)
+    rot, org = part_transforms(walker, np.arange(48))
+    assert 2.0 < np.linalg.norm(np.diff(org[0, :, :2], axis=0), axis=1).sum() < 4.0  # metres along the path
+    spinner = FAMILIES["spin"](np.random.default_rng(0), 48)
+    rot, _ = part_transforms(spinner, np.arange(2))
+    angle = np.degrees(np.arccos((np.trace(rot[0, 0].T @ rot[0, 1]) - 1) / 2))
+    assert 0.3 * 57.29 * 0.99 <= angle <= 0.45 * 57.29 * 1.01  # 0.3-0.45 rad per frame
+
+
+def test_unknown_family_or_rig(tmp_path):
+    with pytest.raises(DynrecError, match="family"):
+        generate(tmp_path / "a", "tiny", family="dragon")
+    with pytest.raises(DynrecError, match="rig"):
+        generate(tmp_path / "b", "tiny", camera="drone")

@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from dynrec.artifacts.base import save_json
+from dynrec.evaluate.checks import checks
 from dynrec.errors import DynrecError
 from dynrec.evaluate.compute import GT_NEEDS, HELDOUT_NEEDS, Models, compute_metric
 from dynrec.evaluate.inputs import NO_GT, EvalInputs, Unavailable
@@ -112,7 +113,8 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
     progress("report", len(requested), len(requested))
     report = EvalReport(work=runner.work.root, eval_dir=runner.work.stage_dir(EVAL), results=results,
                         requested=requested, explicit=metrics is not None, skipped=skipped,
-                        stages=dict(sorted(inp.used.items())), gt=runner.gt, source_index=inp.source_index)
+                        stages=dict(sorted(inp.used.items())), gt=runner.gt, source_index=inp.source_index,
+                        checks=checks(runner.work, inp.T))
     key = hash_json({"metrics": requested, "stages": report.stages, "prompt": prompt})[:16]
     tmp = runner.work.prepare_tmp(EVAL, key)
     try:

@@ -37,6 +37,7 @@ class EvalReport:
     source_index: np.ndarray
     plots: list[str] = field(default_factory=list)
     video: str | None = None
+    checks: list[str] = field(default_factory=list)
 
     @property
     def all_computed(self) -> bool:
@@ -90,6 +91,7 @@ def to_json(report: EvalReport, created: str) -> dict[str, Any]:
         "default_set": not report.explicit,
         "skipped": report.skipped,
         "all_computed": report.all_computed,
+        "check_this": report.checks,
         "metrics": rows,
         "frames": {"index": list(range(len(report.source_index))),
                    "source_index": [int(i) for i in report.source_index]},
@@ -144,6 +146,10 @@ def print_report(console: Console, report: EvalReport) -> None:
     console.print(table(report))
     for text, (k, is_reason) in _footnotes(report).items():
         console.print(escape(f"[{k}] {text}"), style="yellow" if is_reason else None, highlight=False)
+    if report.checks:
+        console.print("[bold yellow]check this:[/]")
+        for item in report.checks:
+            console.print(f"  [yellow]•[/] {escape(item)}", highlight=False)
     by_reason: dict[str, list[str]] = {}
     for name, reason in report.skipped.items():
         by_reason.setdefault(reason, []).append(name)

@@ -165,7 +165,7 @@ def generate(
     tracks = track_truth(scene, points, part_maps)
     kp = keypoint_truth(scene, scene.train_w2c)
     speeds = keypoint_speeds(kp.xy, kp.visible)
-    if family == "sway" and speeds.max() < cfg.min_speed_px:
+    if family == "sway" and camera == "orbit" and speeds.max() < cfg.min_speed_px:
         raise RuntimeError(
             f"preset '{cfg.name}' promises a keypoint at {cfg.min_speed_px} px/frame,"
             f" got {speeds.max():.2f}"
