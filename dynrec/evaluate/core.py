@@ -16,8 +16,8 @@ from pathlib import Path
 from rich.console import Console
 
 from dynrec.artifacts.base import save_json
-from dynrec.evaluate.checks import checks
 from dynrec.errors import DynrecError
+from dynrec.evaluate.checks import checks
 from dynrec.evaluate.compute import GT_NEEDS, HELDOUT_NEEDS, Models, compute_metric
 from dynrec.evaluate.inputs import NO_GT, EvalInputs, Unavailable
 from dynrec.evaluate.plots import write_plots
