@@ -22,7 +22,6 @@ import platform
 import shutil
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -140,74 +139,11 @@ def bench_synth(tmp: Path) -> dict[str, Any]:
             "offline_tracks": offline, "cases": rows}
 
 
-def contact_sheet(path: Path, title: str, images: np.ndarray, masks: np.ndarray, xy: np.ndarray, vis: np.ndarray,
-                  bg: np.ndarray, w2c: np.ndarray, lines: list[str]) -> None:
-    """Frames (masks in red, background track trails in green, others in red), the camera
-    path from above and from the side with viewing directions, rotation / translation over
-    time, and a text panel."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    T, H, W = masks.shape
-    picks = np.linspace(0, T - 1, 4).round().astype(int)
-    fig = plt.figure(figsize=(18, 10))
-    grid = fig.add_gridspec(2, 4, height_ratios=[1.0, 1.1])
-    for k, t in enumerate(picks):
-        ax = fig.add_subplot(grid[0, k])
-        img = images[t].astype(np.float32) / 255
-        img[masks[t]] = 0.5 * img[masks[t]] + 0.5 * np.array([1.0, 0.0, 0.0])
-        ax.imshow(img, extent=(0, W, H, 0))
-        for n in np.flatnonzero(vis[:, t])[::2]:
-            lo = max(0, t - 6)
-            trail = xy[n, lo:t + 1][vis[n, lo:t + 1]]
-            ax.plot(trail[:, 0], trail[:, 1], "-", color="lime" if bg[n, t] else "red", lw=0.7)
-        ax.set_xlim(0, W)
-        ax.set_ylim(H, 0)
-        ax.set_title(f"frame {t}: {int(vis[:, t].sum())} tracks, {int(bg[:, t].sum())} background", fontsize=9)
-        ax.axis("off")
-    c2w = np.linalg.inv(w2c.astype(np.float64))
-    centres = c2w[:, :3, 3]
-    forward = c2w[:, :3, 2]
-    span = max(float(np.ptp(centres, axis=0).max()), 1e-6)
-    for k, (i, j, name) in enumerate([(0, 2, "from above (x, z)"), (0, 1, "from the side (x, y; y down)")]):
-        ax = fig.add_subplot(grid[1, k])
-        ax.plot(centres[:, i], centres[:, j], "-", color="0.6", lw=1)
-        sc = ax.scatter(centres[:, i], centres[:, j], c=np.arange(T), cmap="viridis", s=14, zorder=3)
-        step = max(1, T // 12)
-        ax.quiver(centres[::step, i], centres[::step, j], forward[::step, i], forward[::step, j],
-                  angles="xy", scale_units="xy", scale=1 / (0.25 * span), width=0.005, color="tab:orange")
-        ax.set_aspect("equal", adjustable="datalim")
-        if j == 1:
-            ax.invert_yaxis()
-        ax.set_title(f"camera path {name}; orange: viewing direction", fontsize=9)
-        fig.colorbar(sc, ax=ax, label="frame", fraction=0.046)
-    ax = fig.add_subplot(grid[1, 2])
-    rel = w2c[:, :3, :3].astype(np.float64) @ w2c[0, :3, :3].astype(np.float64).T
-    angle = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
-    ax.plot(angle, label="rotation from frame 0 (deg)")
-    ax2 = ax.twinx()
-    ax2.plot(np.linalg.norm(centres - centres[0], axis=1), color="tab:red", label="distance from frame 0")
-    ax.set_xlabel("frame")
-    ax.set_ylabel("rotation (deg)")
-    ax2.set_ylabel("distance (scene units)", color="tab:red")
-    ax.set_title("camera rotation (blue) and travel (red) from frame 0", fontsize=9)
-    ax = fig.add_subplot(grid[1, 3])
-    ax.axis("off")
-    wrapped = [part for line in lines for part in (textwrap.wrap(line, 52, subsequent_indent="  ") or [""])]
-    ax.text(0, 1, "\n".join(wrapped), va="top", family="monospace", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=72)
-    plt.close(fig)
-
-
 def bench_video(video: Path, tmp: Path) -> dict[str, Any]:
     """``dynrec preprocess VIDEO -o W --offline --long-side 320``, as a user runs it; the time
     of each stage from its manifest, what the cameras stage did, and the contact sheet."""
-    from dynrec.artifacts import Cameras, Frames, Masks, Tracks
-    from dynrec.geometry.sfm import background_observations
+    from dynrec.artifacts import Frames
+    from dynrec.evaluate.inspect import inspect
 
     work = tmp / video.stem
     t0 = time.perf_counter()
@@ -219,7 +155,6 @@ def bench_video(video: Path, tmp: Path) -> dict[str, Any]:
     info = manifests["cameras"]["info"]
     frames = Frames.load(work / "frames")
     T, H, W = frames.shape
-    cams = Cameras.load(work / "cameras")
     posed = T - len(info.get("unposed_frames", [])) if info["method"] != "static" else T
     used = {name: f"{m['info'].get('backend', '-')}" + (f" ({m['info']['depth_kind']})" if "depth_kind" in m["info"]
                                                          and name == "depth" else "")
@@ -235,21 +170,8 @@ def bench_video(video: Path, tmp: Path) -> dict[str, Any]:
            "foreground_fraction": manifests["masks"]["info"].get("foreground_fraction"),
            "subject": manifests["masks"]["info"].get("subject"),
            "align": {k: manifests["align"]["info"].get(k) for k in ("densified", "frames_fitted", "fast_path")}}
-    tr = Tracks.load(work / "tracks")
-    mk = Masks.load(work / "masks").masks
-    bg = background_observations(tr.xy, tr.visible, mk)
-    lines = [f"{video.name}: {T} frames at {W}x{H}", "dynrec preprocess --offline --long-side 320",
-             f"cameras: {info['method']}",
-             f"registered by SfM: {info['registered_sfm']}/{T}; with a camera: {posed}/{T}",
-             f"focal: {info['focal']:.1f} px ({info['focal'] / max(W, H):.2f} x max side)"
-             + (" [fixed: not observable]" if info.get("focal_fixed") else "")
-             + (" [self-calibrated]" if info.get("focal_self_calibrated") else ""),
-             f"reprojection error: {info['reproj_error_px']}",
-             (f"tracks: {row['tracks']} ({row['moving_tracks']} moving); mask share {row['foreground_fraction']:.3f} "
-              f"(subject by {row['subject']})"),
-             f"stage time (s): {seconds}", f"total {wall:.0f} s"]
-    contact_sheet(RESULTS / f"cameras_{video.stem}.png", f"dynrec preprocess --offline on {video.name}",
-                  frames.images, mk, tr.xy, tr.visible, bg, cams.w2c, lines)
+    for sheet in inspect(work):  # the product's contact sheets (dynrec inspect)
+        shutil.copy(sheet, RESULTS / f"cameras_{video.stem}_{sheet.stem}.png")
     print(f"{video.name}: {info['method']}, SfM {info['registered_sfm']}/{T}, cameras {posed}/{T}, {seconds}",
           file=sys.stderr)
     return row

@@ -121,6 +121,15 @@ def status(work: WorkArg = Path(".")) -> None:
 
 
 @app.command()
+def inspect(work: WorkArg = Path(".")) -> None:
+    """Contact sheets of the inputs (masks, tracks, cameras, depth) in WORK/inspect/."""
+    from dynrec.evaluate.inspect import inspect as make_sheets
+
+    for path in make_sheets(work):
+        console.print(f"sheet: {escape(str(path))}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def synth(
     out: Annotated[Path, typer.Argument(help="Folder to write the scene into (new or empty).")],
     preset: Annotated[str, typer.Option("--preset", help="tiny | small | fast.")] = "tiny",

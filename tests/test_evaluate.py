@@ -300,3 +300,23 @@ def test_check_this_list_names_signs_of_failure(tmp_path):
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps({"info": {"train_psnr": 31.0}}))
     assert checks(healthy, 48) == []
+
+
+def test_inspect_writes_a_sheet_per_input_stage(gt_work, tmp_path):
+    from PIL import Image
+
+    from dynrec.cli import main
+
+    work = tmp_path / "work"
+    shutil.copytree(gt_work, work)
+    try:
+        main(["inspect", str(work)])
+    except SystemExit as exc:
+        assert not exc.code
+    names = sorted(p.name for p in (work / "inspect").iterdir())
+    assert names == ["cameras.png", "depth.png", "masks.png", "tracks.png"]
+    with Image.open(work / "inspect" / "masks.png") as im:
+        assert im.width > 600 and im.height > 200
+    with pytest.raises(SystemExit) as exc:
+        main(["inspect", str(tmp_path / "nowhere")])
+    assert exc.value.code != 0
