@@ -104,3 +104,17 @@ def test_render_gradient_densifies_where_the_image_is_wrong() -> None:
     control.accumulate(out.info["means2d"], out.info["radii"], torch.arange(2), 2, 64, 48)
     grad = control.grad2d / control.count
     assert grad[1] > 10 * grad[0]
+
+
+def test_views_averaged_in_the_loss_count_as_gsplat_cameras() -> None:
+    """Two views rendered apart with the loss averaged over them (gradient halved) give the
+    statistics of one gsplat call with n_cameras = 2 (DefaultStrategy: x width/2 * n_cameras)."""
+    g = _gaussians()
+    control = DensityControl(DensityConfig(), scene_scale=1.0)
+    W, H = 100, 50
+    for values in ([1.0, 2.0, 3.0, 4.0], [3.0, 2.0, 1.0, 0.0]):
+        means2d = torch.zeros(1, len(g), 2, requires_grad=True)
+        (0.5 * means2d[0, :, 0] * torch.tensor(values) / (W / 2)).sum().backward()  # mean over 2 views
+        control.accumulate(means2d, torch.ones(1, len(g), 2, dtype=torch.int32), torch.arange(len(g)), len(g),
+                           W, H, n_cameras=2)
+    torch.testing.assert_close(control.grad2d / control.count, torch.tensor([2.0, 2.0, 2.0, 2.0]))

@@ -404,8 +404,11 @@ def test_gsplat_parity_on_cuda() -> None:
     radii_cuda = cuda.info["radii"].cpu()
     assert radii_cuda.shape == radii_cpu.shape
     assert (radii_cuda != radii_cpu).any(-1).float().mean() < 0.01
+    # gsplat 1.5.3 allocates means2d / depths / conics uninitialised and never writes the
+    # entries of culled Gaussians: compare where both drew the Gaussian
+    drawn = (radii_cuda > 0).all(-1) & (radii_cpu > 0).all(-1)
     torch.testing.assert_close(
-        cuda.info["means2d"].cpu(), cpu.info["means2d"], rtol=1e-5, atol=1e-3
+        cuda.info["means2d"].cpu()[drawn], cpu.info["means2d"][drawn], rtol=1e-5, atol=1e-3
     )
 
 

@@ -54,20 +54,25 @@ class DensityControl:
         self.count = like.new_zeros(n)
 
     @torch.no_grad()
-    def accumulate(self, means2d: Tensor, radii: Tensor, ids: Tensor, n: int, width: int, height: int) -> None:
+    def accumulate(self, means2d: Tensor, radii: Tensor, ids: Tensor, n: int, width: int, height: int,
+                   n_cameras: int = 1) -> None:
         """Add one view's statistics after ``backward``.
 
         ``means2d`` [1, R, 2] (the rasterizer's tensor, whose ``.grad`` is read), ``radii``
         [1, R, 2] (0 = not drawn), ``ids`` [R]: which of the ``n`` Gaussians each rendered
-        one is.
+        one is. ``n_cameras``: how many views the loss averaged over. gsplat's
+        ``DefaultStrategy._update_state`` scales the gradient by ``width / 2 * n_cameras``
+        (and ``height / 2 * n_cameras``) for one batched render of ``n_cameras`` views, which
+        undoes the loss's mean over them; views rendered one by one and averaged in the loss
+        need the same factor, or ``grow_grad2d`` acts ``n_cameras`` times larger.
         """
         if means2d.grad is None:
             return
         if self.grad2d is None or len(self.grad2d) != n:
             self._reset_stats(n, means2d.detach())
         grad = means2d.grad[0].clone()
-        grad[:, 0] *= width / 2.0
-        grad[:, 1] *= height / 2.0
+        grad[:, 0] *= width / 2.0 * n_cameras
+        grad[:, 1] *= height / 2.0 * n_cameras
         seen = (radii[0] > 0).all(-1)
         self.grad2d.index_add_(0, ids[seen], grad[seen].norm(dim=-1))
         self.count.index_add_(0, ids[seen], torch.ones_like(grad[seen, 0]))

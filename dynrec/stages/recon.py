@@ -472,7 +472,7 @@ class Trainer:
         g = self.scene.gaussians
         W, H = self.data.size
         for info, ids in self._views:
-            self.density.accumulate(info["means2d"], info["radii"], ids, len(g), W, H)
+            self.density.accumulate(info["means2d"], info["radii"], ids, len(g), W, H, len(self._views))
         self._views = []
         if self.density.due(self.step):
             self.density.refine(g, self.opt, self.step, self.gen)
