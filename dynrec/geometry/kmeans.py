@@ -35,8 +35,8 @@ def kmeans_plusplus(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
     row coincides with a centre).
     """
     P = x.shape[0]
-    idx = torch.empty(k, dtype=torch.long)
-    idx[0] = torch.randint(P, (1,), generator=generator).item()
+    idx = torch.empty(k, dtype=torch.long, device="cpu")  # indices drawn with the CPU generator
+    idx[0] = torch.randint(P, (1,), generator=generator, device=generator.device).item()
     d2 = _sq_dists(x, x[idx[:1]])[:, 0]
     for i in range(1, k):
         probs = d2.clone()

@@ -273,7 +273,7 @@ def farthest_point_sampling(points: Tensor, n: int, seed: int = 0) -> Tensor:
         raise ValueError(f"farthest_point_sampling: need 1 <= n <= {P}, got {n}")
     gen = torch.Generator().manual_seed(int(seed))
     idx = torch.empty(n, dtype=torch.long, device=points.device)
-    idx[0] = int(torch.randint(P, (1,), generator=gen))
+    idx[0] = int(torch.randint(P, (1,), generator=gen, device="cpu"))
     d = (points - points[idx[0]]).norm(dim=-1)
     for i in range(1, n):
         j = d.argmax()

@@ -158,7 +158,9 @@ def _split(gaussians: Gaussians, optimizer: torch.optim.Optimizer, mask: Tensor,
     p = {k: v.data[mask] for k, v in gaussians.params.items()}
     scales = torch.exp(p["scales"])
     rot = quat_to_matrix(torch.nn.functional.normalize(p["quats"], dim=-1))
-    noise = torch.randn((2, *scales.shape), generator=generator, dtype=scales.dtype)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    noise = torch.randn((2, *scales.shape), generator=generator, dtype=scales.dtype, device=gen_device)
+    noise = noise.to(scales.device)  # a CPU generator stays reproducible whatever the device
     offsets = torch.einsum("nij,bnj->bni", rot, scales * noise)
     new = {k: torch.cat([v, v]) for k, v in p.items()}
     new["means"] = (p["means"][None] + offsets).reshape(-1, 3)

@@ -339,7 +339,7 @@ class MotionTree(nn.Module):
         x = self.levels[k].positions
         out = []
         for s in range(0, self.num_frames, chunk):
-            G = self.level_transforms(torch.arange(s, min(s + chunk, self.num_frames)))[k]
+            G = self.level_transforms(torch.arange(s, min(s + chunk, self.num_frames), device=x.device))[k]
             out.append(transform_points(G, x[None]))
         return torch.cat(out).transpose(0, 1)
 

@@ -343,8 +343,8 @@ class _BlockState:
 
 def _below(value: float, dtype: torch.dtype) -> float:
     """The largest ``dtype`` number below ``value``: ``x > _below(v)`` is ``x >= v``."""
-    v = torch.tensor(value, dtype=dtype)
-    return float(torch.nextafter(v, torch.tensor(-math.inf, dtype=dtype)))
+    v = torch.tensor(value, dtype=dtype, device="cpu")  # a Python float out: host maths on purpose
+    return float(torch.nextafter(v, torch.tensor(-math.inf, dtype=dtype, device="cpu")))
 
 
 def _block_forward(

@@ -191,7 +191,7 @@ class Data:
         return self.images.shape[2], self.images.shape[1]
 
 
-def load_keypoints(folder: Path | None) -> KeypointData | None:
+def load_keypoints(folder: Path | None, device: torch.device | str = "cpu") -> KeypointData | None:
     """The keypoints input as tensors, or None when there is none (or it has no keypoint)."""
     if folder is None or not (folder / Keypoints.FILE).is_file():
         return None
@@ -201,27 +201,29 @@ def load_keypoints(folder: Path | None) -> KeypointData | None:
     conf = np.nan_to_num(kp.confidence.astype(np.float32)).clip(0, 1)
     ok = (conf > 0) & np.isfinite(kp.xy).all(-1)
     xy = np.where(ok[..., None], kp.xy, 0).astype(np.float32)
-    return KeypointData(torch.from_numpy(xy), torch.from_numpy(np.where(ok, conf, 0).astype(np.float32)),
-                        torch.from_numpy(np.asarray(kp.skeleton, np.int64).reshape(-1, 2)), list(kp.names))
+    return KeypointData(torch.from_numpy(xy).to(device),
+                        torch.from_numpy(np.where(ok, conf, 0).astype(np.float32)).to(device),
+                        torch.from_numpy(np.asarray(kp.skeleton, np.int64).reshape(-1, 2)).to(device), list(kp.names))
 
 
-def load_data(ctx: StageContext) -> Data:
+def load_data(ctx: StageContext, device: torch.device | str = "cpu") -> Data:
+    """Every input the optimisation reads, as tensors on ``device``."""
     frames = Frames.load(ctx.inputs["frames"])
     cams = Cameras.load(ctx.inputs["cameras"])
     tracks = Tracks.load(ctx.inputs["tracks"])
     lift = Lift.load(ctx.inputs["lift"])
-    f = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float()
+    f = lambda a: torch.from_numpy(np.ascontiguousarray(a)).float().to(device)
     return Data(
         images=f(frames.images / 255.0), masks=f(Masks.load(ctx.inputs["masks"]).masks[..., None]),
         depth=f(Depth.load(ctx.inputs["align"]).depth[..., None]), K=f(cams.K), w2c=f(cams.w2c),
         track_canonical=f(lift.xyz[:, lift.canonical]), track_xy=f(tracks.xy[lift.track_index]),
-        track_visible=torch.from_numpy(tracks.visible[lift.track_index]), lift=lift,
-        keypoints=load_keypoints(ctx.inputs.get("keypoints")),
+        track_visible=torch.from_numpy(tracks.visible[lift.track_index]).to(device), lift=lift,
+        keypoints=load_keypoints(ctx.inputs.get("keypoints"), device),
     )
 
 
-def build_scene(lift: Lift, params: ReconParams) -> DynamicScene:
-    """Gaussians from the lifted point clouds; motion from the lifted bases and nodes."""
+def build_scene(lift: Lift, params: ReconParams, device: torch.device | str = "cpu") -> DynamicScene:
+    """Gaussians from the lifted point clouds; motion from the lifted bases and nodes (on ``device``)."""
     fg = torch.from_numpy(lift.fg_points).float()
     bg = torch.from_numpy(lift.bg_points).float()
     points = torch.cat([bg, fg])
@@ -241,7 +243,7 @@ def build_scene(lift: Lift, params: ReconParams) -> DynamicScene:
         raise DynrecError(f"recon.motion must be one of {', '.join(MOTIONS)}, got '{params.motion}'")
     gaussians = Gaussians.from_points(points, colors, is_fg, opacity=params.init_opacity, motion_coefs=coefs)
     residual = make_residual(fg, motion.num_frames, params) if params.siren and params.motion == "himor" else None
-    return DynamicScene(gaussians, motion, residual)
+    return DynamicScene(gaussians, motion, residual).to(device)
 
 
 def make_residual(fg_points: torch.Tensor, num_frames: int, params: ReconParams) -> SirenResidual:
@@ -256,7 +258,7 @@ def scene_scale(data: Data) -> float:
     """Median distance from the lifted points to the camera centres (density control's scene
     scale and the unit of the camera refinement's translations)."""
     lift = data.lift
-    points = torch.from_numpy(np.concatenate([lift.bg_points, lift.fg_points])).float()
+    points = torch.from_numpy(np.concatenate([lift.bg_points, lift.fg_points])).float().to(data.w2c.device)
     centres = torch.linalg.inv(data.w2c)[:, :3, 3]
     return float(torch.cdist(points[::max(len(points) // 4096, 1)], centres).median())
 
@@ -272,7 +274,7 @@ def make_anchors(scene: DynamicScene, data: Data) -> KeypointAnchors:
     """
     kp, lift = data.keypoints, data.lift
     assert kp is not None
-    traj = torch.from_numpy(lift.xyz).float()
+    traj = torch.from_numpy(lift.xyz).float().to(data.depth.device)
     x0_fn = partial(track_guess, trajectories=traj, canonical=traj[:, lift.canonical]) if len(traj) else None
     depth = data.depth[..., 0] * (data.masks[..., 0] > 0.5)
     if not bool((depth > 0).any()):
@@ -295,7 +297,8 @@ class Trainer:
         self.weights = _loss_weights(params)
         self.step = 0
         self.level2_done = False
-        self.gen = torch.Generator().manual_seed(params.seed)
+        self.gen = torch.Generator().manual_seed(params.seed)  # CPU: frame sampling, density noise
+        self.device = data.images.device
         self._knn: list[torch.Tensor] = []
         self._views: list[tuple[dict, torch.Tensor]] = []
         self.density = density_control(params, data) if params.gaussian_densify else None
@@ -448,10 +451,10 @@ class Trainer:
                 and self.step <= p.densify_until * p.steps):
             with torch.no_grad():
                 fg = g.means[g.foreground]
-                sub = fg[torch.randperm(len(fg), generator=self.gen)[:2000]]
-                quats = torch.zeros(len(sub), 4)
+                sub = fg[torch.randperm(len(fg), generator=self.gen, device="cpu")[:2000].to(self.device)]
+                quats = sub.new_zeros(len(sub), 4)
                 quats[:, 0] = 1
-                traj = scene.motion.deform(sub, quats, torch.arange(self.data.T))[0].transpose(0, 1)
+                traj = scene.motion.deform(sub, quats, torch.arange(self.data.T, device=self.device))[0].transpose(0, 1)
                 added = scene.motion.densify(traj, sub, p.densify_threshold, p.densify_max_new)
             if added:
                 self._build_optimizer()
@@ -493,8 +496,8 @@ class Trainer:
     def resume(self) -> bool:
         if not self.ckpt.exists():
             return False
-        state = torch.load(self.ckpt, weights_only=True)
-        self.scene = restore_scene(state["scene"], self.params)
+        state = torch.load(self.ckpt, map_location=self.device, weights_only=True)
+        self.scene = restore_scene(state["scene"], self.params).to(self.device)
         for name, module in (("anchors", self.anchors), ("refiner", self.refiner)):
             if module is not None:
                 module.load_state_dict(state[name])
@@ -511,7 +514,8 @@ class Trainer:
             self.structure_updates()
             if self.step % 100 == 0:  # skinning leaves follow the motion as it is learned
                 self.scene.refresh_skinning()
-            ts = torch.randperm(self.data.T, generator=self.gen)[: p.batch_frames].sort().values
+            ts = torch.randperm(self.data.T, generator=self.gen, device="cpu")[: p.batch_frames].sort().values
+            ts = ts.to(self.device)
             total, values = self.losses(ts)
             bad = [k for k, v in values.items() if not torch.isfinite(v)]
             if bad:
@@ -551,18 +555,19 @@ def render_all(scene: DynamicScene, K: torch.Tensor, w2c: torch.Tensor, width: i
     """Images [T, H, W, 3] uint8 and z-depth [T, H, W] at frames ``ts`` with cameras ``K``, ``w2c`` [T, ...]."""
     images, depths = [], []
     for i, t in enumerate(ts):
-        means, quats = scene.deform_foreground(torch.tensor([t]))
+        means, quats = scene.deform_foreground(torch.tensor([t], device=K.device))
         out = scene.render(t, means[0], quats[0], K[i], w2c[i], width, height)
-        images.append((out.rgb.clamp(0, 1) * 255).round().byte().numpy())
-        depths.append(out.depth[..., 0].numpy())
+        images.append((out.rgb.clamp(0, 1) * 255).round().byte().cpu().numpy())
+        depths.append(out.depth[..., 0].cpu().numpy())
     return np.stack(images), np.stack(depths)
 
 
 def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
     check_params(params)
     torch.manual_seed(params.seed)
-    data = load_data(ctx)
-    trainer = Trainer(build_scene(data.lift, params), data, params, ctx.checkpoints / "state.pt")
+    device = torch.device(ctx.device)
+    data = load_data(ctx, device)
+    trainer = Trainer(build_scene(data.lift, params, device), data, params, ctx.checkpoints / "state.pt")
     resumed_at = trainer.step if trainer.resume() else 0
     if resumed_at:
         ctx.console.print(f"  recon: resuming from the checkpoint at step {resumed_at}")
@@ -578,21 +583,37 @@ def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
     ts = list(range(data.T))
     w2c = trainer.cameras()
     if trainer.refiner is not None:
-        Cameras(data.K.numpy(), w2c.numpy(), W, H, "refined").save(ctx.out / "cameras")
+        Cameras(data.K.cpu().numpy(), w2c.cpu().numpy(), W, H, "refined").save(ctx.out / "cameras")
     kp_info = write_keypoints(trainer, ctx.out / "keypoints")
     ctx.progress("rendering", 0, data.T)
     images, depth = render_all(scene, data.K, w2c, W, H, ts)
     Frames(images, frames_meta["fps"], np.asarray(frames_meta["source_index"])).save(ctx.out / "renders" / "train")
     Depth(depth).save(ctx.out / "renders" / "train")
     with torch.no_grad():
-        traj = scene.deform_points(data.track_canonical, torch.arange(data.T)).transpose(0, 1).numpy()
-    xy = project_points(torch.from_numpy(traj), data.K[None], w2c[None])[0].numpy()
-    Tracks(xy, data.track_visible.numpy(), data.track_visible.numpy().astype(np.float32),
-           data.track_visible.numpy().argmax(1), traj).save(ctx.out / "tracks")
-    train_psnr = psnr(images / 255.0, data.images.numpy())
+        traj_t = scene.deform_points(data.track_canonical, torch.arange(data.T, device=device)).transpose(0, 1)
+        xy = project_points(traj_t, data.K[None], w2c[None])[0].cpu().numpy()
+    traj = traj_t.cpu().numpy()
+    visible = data.track_visible.cpu().numpy()
+    Tracks(xy, visible, visible.astype(np.float32), visible.argmax(1), traj).save(ctx.out / "tracks")
+    train_psnr = psnr(images / 255.0, data.images.cpu().numpy())
     heldout = render_heldout(ctx, scene, data, frames_meta)
     return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at, "heldout": heldout,
-            **kp_info, **meta}
+            **kp_info, **meta, **device_info(device)}
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    """What the optimisation ran on, for the manifest: device, GPU name, CUDA and gsplat versions."""
+    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__}
+    if device.type == "cuda":
+        from importlib.metadata import PackageNotFoundError, version
+
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+        try:
+            info["gsplat"] = version("gsplat")
+        except PackageNotFoundError:
+            info["gsplat"] = None
+    return info
 
 
 @torch.no_grad()
@@ -603,10 +624,11 @@ def write_keypoints(trainer: Trainer, folder: Path) -> dict[str, Any]:
     kp, data = trainer.data.keypoints, trainer.data
     if trainer.anchors is None or kp is None:
         return {}
-    ts = torch.arange(data.T)
+    ts = torch.arange(data.T, device=trainer.device)
     xyz = trainer.anchors.positions(trainer.scene, ts)
     xy, z = project_points(xyz, data.K[:, None], trainer.cameras()[:, None])
-    Keypoints(xy.numpy(), (z > 0).float().numpy(), kp.skeleton.numpy(), kp.names, xyz.numpy()).save(folder)
+    Keypoints(xy.cpu().numpy(), (z > 0).float().cpu().numpy(), kp.skeleton.cpu().numpy(), kp.names,
+              xyz.cpu().numpy()).save(folder)
     return {"kp_input_error_px": {"init": trainer.kp_error_init, "final": trainer.keypoint_error()}}
 
 
@@ -642,7 +664,8 @@ def render_heldout(ctx: StageContext, scene: DynamicScene, data: Data, frames_me
     for name, cams in cameras.items():
         w2c = w2c_in_other_world(cams.w2c, to_model)
         ctx.progress(f"rendering held-out {name}", 0, data.T)
-        images, depth = render_all(scene, torch.from_numpy(cams.K).float(), torch.from_numpy(w2c).float(),
+        images, depth = render_all(scene, torch.from_numpy(cams.K).float().to(data.K.device),
+                                   torch.from_numpy(w2c).float().to(data.K.device),
                                    W, H, list(range(data.T)))
         folder = ctx.out / "renders" / "heldout" / name
         Frames(images, frames_meta["fps"], np.asarray(frames_meta["source_index"])).save(folder)
