@@ -47,6 +47,11 @@ def test_query_trajectories_follow_the_surface_under_the_pixel():
     torch.testing.assert_close(xyz[0], truth, atol=2e-3, rtol=0)  # the opaque blob's own path
     assert torch.allclose(xyz[1], xyz[1, :1].expand(T, 3))  # the wall stays put
     assert abs(float(xyz[1, 0, 1]) - 3.0) < 0.05
+    # the foreground alone: the blob is still followed, the wall pixel has nothing to follow
+    fg_xyz, fg_ok = query_trajectories(scene, K, w2c, W, H, torch.tensor([2, 0]), torch.cat([xy_fg, xy_wall]),
+                                       foreground_only=True)
+    assert fg_ok.tolist() == [True, False]
+    torch.testing.assert_close(fg_xyz[0], truth, atol=2e-3, rtol=0)
 
 
 def test_sample_image_uses_pixel_centres():

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from dynrec import metrics as M
-from dynrec.artifacts import Cameras
+from dynrec.artifacts import Cameras, Tracks
 from dynrec.evaluate.inputs import EvalInputs, HeldoutView, Unavailable
 from dynrec.geometry.lift import project_points
 from dynrec.metrics.base import MetricNotComputable
@@ -261,15 +261,24 @@ def _track_pairs(inp: EvalInputs) -> TrackPairs:
             W, H = inp.size
             qf = gt.query_frame.astype(np.int64)
             qxy = gt.xy[np.arange(len(qf)), qf]
+            masks = inp.gt_masks()  # the moving subject's points only, as the lifted rows are
+            col = np.clip(qxy[:, 0].astype(np.int64), 0, W - 1)
+            row = np.clip(qxy[:, 1].astype(np.int64), 0, H - 1)
+            fg = masks[qf, row, col]
+            if not fg.any():
+                raise Unavailable("no ground-truth track starts on the ground-truth foreground")
+            gt = Tracks(gt.xy[fg], gt.visible[fg], gt.confidence[fg], gt.query_frame[fg], gt.xyz[fg])
+            qf, qxy = qf[fg], qxy[fg]
             xyz_t, ok = query_trajectories(inp.scene(), torch.from_numpy(cams.K).float(),
                                            torch.from_numpy(cams.w2c).float(), W, H,
-                                           torch.from_numpy(qf), torch.from_numpy(qxy).float())
+                                           torch.from_numpy(qf), torch.from_numpy(qxy).float(),
+                                           foreground_only=True)
             pred_xyz = xyz_t.numpy().astype(np.float64)
             pred_xy = project_points(xyz_t, torch.from_numpy(cams.K).float()[None],
                                      torch.from_numpy(cams.w2c).float()[None])[0].numpy()
             xy, xyz, vis = gt.xy, gt.xyz, gt.visible
-            how = ("ground-truth queries lifted with the model's rendered depth and carried by its motion "
-                   f"({int(ok.sum())} of {len(ok)} on the model's surface)")
+            how = ("ground-truth queries on the foreground lifted with the model's rendered depth (of its "
+                   f"foreground) and carried by its motion ({int(ok.sum())} of {len(ok)} on the model's surface)")
             note = f"{how}; {note}" if note else how
         if sim is not None:
             pred_xyz = sim.apply_points(pred_xyz.astype(np.float64))

@@ -247,6 +247,14 @@ class EvalInputs:
             return load_gt(self._gt_ctx(), "cameras", Cameras)
         return self.memo("gt_cameras", load)
 
+    def gt_masks(self) -> np.ndarray:
+        """Ground-truth foreground masks [T, H, W] at the kept frames and size."""
+        def load() -> np.ndarray:
+            self._gt_folder("gt", "masks")
+            self._gt_folder("gt", "frames")
+            return load_gt(self._gt_ctx(), "masks", Masks).masks
+        return self.memo("gt_masks", load)
+
     def gt_keypoints(self) -> Keypoints:
         """Ground-truth keypoints at the kept frames and size (visible where ``confidence > 0``)."""
         def load() -> Keypoints:

@@ -103,20 +103,26 @@ class DynamicScene(nn.Module):
         nearest = knn(points, fg_means.detach(), 1)[:, 0]
         return self.motion.deform(points, quats, t, coefs=g.motion_coefs[g.foreground][nearest])[0]
 
-    def render_features(self, fg_means: Tensor, fg_quats: Tensor, bg_features: Tensor, fg_features: Tensor,
+    def render_features(self, fg_means: Tensor, fg_quats: Tensor, bg_features: Tensor | None, fg_features: Tensor,
                         K: Tensor, w2c: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
-        """Alpha-composite per-Gaussian features instead of colours: ``bg_features`` [Gb, D],
-        ``fg_features`` [Gf, D] with the foreground at ``fg_means`` [Gf, 3] / ``fg_quats``.
+        """Alpha-composite per-Gaussian features instead of colours: ``bg_features`` [Gb, D]
+        (None: render the foreground alone), ``fg_features`` [Gf, D] with the foreground at
+        ``fg_means`` [Gf, 3] / ``fg_quats``.
 
         Returns ``(features [H, W, D], alpha [H, W, 1])`` (features not divided by alpha).
         """
         g = self.gaussians
         fg = g.foreground
-        means = torch.cat([g.means[~fg], fg_means])
-        quats = torch.cat([g.quats[~fg], fg_quats])
-        order = torch.cat([torch.nonzero(~fg)[:, 0], torch.nonzero(fg)[:, 0]])
-        features = torch.cat([bg_features, fg_features]).to(means.dtype)
-        out = rasterize(means, quats, g.scales[order], g.opacities[order], features, w2c, K, width, height)
+        if bg_features is None:
+            ids = torch.nonzero(fg)[:, 0]
+            means, quats, features = fg_means, fg_quats, fg_features
+        else:
+            ids = torch.cat([torch.nonzero(~fg)[:, 0], torch.nonzero(fg)[:, 0]])
+            means = torch.cat([g.means[~fg], fg_means])
+            quats = torch.cat([g.quats[~fg], fg_quats])
+            features = torch.cat([bg_features, fg_features])
+        out = rasterize(means, quats, g.scales[ids], g.opacities[ids], features.to(means.dtype), w2c, K, width,
+                        height)
         return out.rgb, out.alpha
 
     def render(self, t: int, fg_means: Tensor, fg_quats: Tensor, K: Tensor, w2c: Tensor,

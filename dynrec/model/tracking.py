@@ -30,14 +30,16 @@ def sample_image(image: Tensor, xy: Tensor) -> Tensor:
 @torch.no_grad()
 def query_trajectories(scene: DynamicScene, K: Tensor, w2c: Tensor, width: int, height: int,
                        query_frame: Tensor, query_xy: Tensor, frames_per_pass: int = 16,
-                       min_alpha: float = 0.5) -> tuple[Tensor, Tensor]:
+                       min_alpha: float = 0.5, foreground_only: bool = False) -> tuple[Tensor, Tensor]:
     """World trajectories of query pixels under the scene's motion.
 
     ``K`` [T, 3, 3], ``w2c`` [T, 4, 4] the training cameras; ``query_frame`` [N] long,
     ``query_xy`` [N, 2] pixels at that frame. Renders once per distinct query frame and
     ``frames_per_pass`` target frames (3 feature channels each). Returns ``(xyz [N, T, 3],
     ok [N])``: ``ok`` is False where the rendered opacity at the query is below ``min_alpha``
-    (nothing there to follow; its trajectory is then the background's).
+    (nothing there to follow). ``foreground_only``: render the deformed Gaussians alone, for
+    queries known to lie on the moving subject (a silhouette pixel then follows the subject,
+    not a blend of it and the wall behind).
     """
     T = w2c.shape[0]
     g = scene.gaussians
@@ -52,7 +54,7 @@ def query_trajectories(scene: DynamicScene, K: Tensor, w2c: Tensor, width: int, 
             ts = torch.arange(s, min(s + frames_per_pass, T))
             fg_pos = scene.deform_foreground(ts)[0]  # [B, Gf, 3]
             feats_fg = fg_pos.permute(1, 0, 2).reshape(fg_pos.shape[1], -1)
-            feats_bg = bg_pos.repeat(1, len(ts))
+            feats_bg = None if foreground_only else bg_pos.repeat(1, len(ts))
             image, alpha = scene.render_features(means_q[0], quats_q[0], feats_bg, feats_fg, K[q], w2c[q],
                                                  width, height)
             a = sample_image(alpha, query_xy[rows])  # [n, 1]
