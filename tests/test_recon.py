@@ -77,3 +77,26 @@ def test_interrupted_reconstruction_resumes(scene, gt_work, tmp_path, monkeypatc
     for name in cams:
         frames = Frames.load(work / "recon" / "renders" / "heldout" / name)
         assert frames.images.shape == Frames.load(work / "frames").images.shape
+
+
+def test_nan_loss_stops_at_the_next_log_point_naming_the_term(gt_work, tmp_path):
+    from dynrec.errors import DynrecError
+
+    ctx = StageContext(work=gt_work, out=tmp_path, inputs={k: gt_work / k for k in
+                                                           ("frames", "masks", "align", "tracks", "cameras", "keypoints", "lift")})
+    data = R.load_data(ctx)
+    params = R.ReconParams(steps=20, levels=1, node_densify=False, gaussian_densify=False, checkpoint_every=4,
+                           log_every=2)
+    trainer = R.Trainer(R.build_scene(data.lift, params), data, params, tmp_path / "ck.pt")
+    original = trainer.losses
+
+    def poisoned(ts):
+        total, values = original(ts)
+        if trainer.step == 5:
+            values = values | {"depth": torch.tensor(float("nan"))}
+        return total, values
+
+    trainer.losses = poisoned
+    with pytest.raises(DynrecError, match=r"depth became NaN/inf between steps 4 and 6.*checkpoint \(step 4\)"):
+        trainer.run(lambda *a: None)
+    assert torch.load(tmp_path / "ck.pt", weights_only=True)["step"] == 4

@@ -93,6 +93,7 @@ class ReconParams:
     motion_warmup: float = 0.0
     init_opacity: float = 0.5
     checkpoint_every: int = 100
+    log_every: int = 10
     seed: int = 0
     skinning: str = "curve"
     weights: dict[str, float] = field(default_factory=dict)
@@ -508,8 +509,13 @@ class Trainer:
         return True
 
     def run(self, progress) -> dict[str, float]:
+        """Optimise to ``params.steps``. Loss values stay on the device between log points
+        (every ``log_every`` steps, before each checkpoint and at the end): only then are they
+        read, and a term that turned NaN/inf stops the run, naming it, before a bad state is saved."""
         p = self.params
         last: dict[str, float] = {}
+        nonfinite: dict[str, torch.Tensor] = {}
+        since = self.step
         while self.step < p.steps:
             self.structure_updates()
             if self.step % 100 == 0:  # skinning leaves follow the motion as it is learned
@@ -517,22 +523,29 @@ class Trainer:
             ts = torch.randperm(self.data.T, generator=self.gen, device="cpu")[: p.batch_frames].sort().values
             ts = ts.to(self.device)
             total, values = self.losses(ts)
-            bad = [k for k, v in values.items() if not torch.isfinite(v)]
-            if bad:
-                raise DynrecError(
-                    f"recon: loss term {', '.join(bad)} became NaN/inf at step {self.step}; the last good "
-                    f"checkpoint (step {self.step - self.step % p.checkpoint_every}) is kept; lower "
-                    "--set recon.lr_scale or switch that term off with --set recon.weights=..."
-                )
+            for k, v in values.items():
+                flag = ~torch.isfinite(v.detach())
+                nonfinite[k] = nonfinite[k] | flag if k in nonfinite else flag
             self.opt.zero_grad(set_to_none=True)
             total.backward()
             self.set_learning_rates()
             self.opt.step()
             self.step += 1
             self.refine_gaussians()
-            last = {k: float(v.detach()) for k, v in values.items()} | {"total": float(total.detach())}
-            progress(f"loss {last['total']:.4f}", self.step, p.steps)
-            if self.step % p.checkpoint_every == 0:
+            checkpoint = self.step % p.checkpoint_every == 0
+            if checkpoint or self.step % p.log_every == 0 or self.step == p.steps:
+                bad = [k for k, flag in nonfinite.items() if bool(flag)]
+                if bad:
+                    good = since - since % p.checkpoint_every
+                    raise DynrecError(
+                        f"recon: loss term {', '.join(bad)} became NaN/inf between steps {since} and {self.step}; "
+                        f"the last good checkpoint (step {good}) is kept; lower --set recon.lr_scale or switch "
+                        "that term off with --set recon.weights=..."
+                    )
+                nonfinite, since = {}, self.step
+                last = {k: float(v.detach()) for k, v in values.items()} | {"total": float(total.detach())}
+                progress(f"loss {last['total']:.4f}", self.step, p.steps)
+            if checkpoint:
                 self.save()
         return last
 
