@@ -222,9 +222,10 @@ def motion_bases(
     Procrustes fit mapping the members' canonical positions onto their positions at t,
     with weights ``known * valid[:, t]``; ``known`` [N] bool says whose canonical position
     can be trusted (default ``valid[:, canonical]``; all tracks once
-    :func:`complete_tracks` has carried them there). Where fewer than 3 members have a
-    positive weight, all members are used with weight 1 (gap-filled positions); a cluster
-    with fewer than 3 members gets a translation-only basis.
+    :func:`complete_tracks` has carried them there). At frames where fewer than 3 members
+    have a positive weight (a blade turned away), the basis is the fit of every track: the
+    body's overall motion, exact for a rigid body. A cluster with fewer than 3 members
+    gets a translation-only basis.
 
     Args:
         xyz: [N, T, 3] world trajectories; valid: [N, T] bool.
@@ -243,6 +244,9 @@ def motion_bases(
     trusted = valid[:, canonical].bool() if known is None else known.bool()
     w_all = (trusted[:, None] & valid.bool()).to(xyz.dtype)  # [N, T]
     src_all = xyz[:, canonical]
+    # frames where a cluster has fewer than 3 weighted members take the fit of every track
+    # (the body's overall motion: exact for a rigid body), not the gap-filled positions
+    glob = procrustes(src_all.expand(T, -1, -1), xyz.transpose(0, 1), w_all.T.clamp_min(1e-9))
     bases = []
     for m in range(M):
         members = labels == m
@@ -250,9 +254,9 @@ def motion_bases(
         dst = xyz[members].transpose(0, 1)  # [T, P, 3]
         w = w_all[members].transpose(0, 1)  # [T, P]
         few = (w > 0).sum(dim=1) < 3
-        w = torch.where(few[:, None], torch.ones_like(w), w)
-        fit = procrustes(src.expand(T, -1, -1), dst, w)
-        R, t = fit.R, fit.t
+        fit = procrustes(src.expand(T, -1, -1), dst, torch.where(few[:, None], torch.ones_like(w), w))
+        R = torch.where(few[:, None, None], glob.R, fit.R)
+        t = torch.where(few[:, None], glob.t, fit.t)
         if src.shape[0] < 3:
             R = torch.eye(3, dtype=xyz.dtype, device=xyz.device).expand(T, 3, 3)
             t = (dst - src).mean(dim=1)
