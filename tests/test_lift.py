@@ -249,3 +249,21 @@ def test_fit_coefficients_pick_the_basis_of_the_nearby_tracks():
     positions = torch.tensor([[1.0, 0.0, 0.0], [12.0, 0.0, 0.0], [19.0, 1.0, 0.0]], dtype=D)
     coef = fit_coefficients(positions, xyz, valid, bases, canonical, k=5)
     torch.testing.assert_close(coef, torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], dtype=D))
+
+
+def test_motion_bases_fall_back_to_the_whole_body_where_a_cluster_is_unseen():
+    """One rigid body in two far-apart parts; part A is hidden at frames 3-4: its basis there
+    is the fit of every track (exact for a rigid body), not of gap-filled positions."""
+    canonical, T = 1, 6
+    gen = torch.Generator().manual_seed(5)
+    pts = torch.cat([torch.randn(20, 3, dtype=D, generator=gen),
+                     torch.randn(20, 3, dtype=D, generator=gen) + torch.tensor([20.0, 0, 0], dtype=D)])
+    motion = torch.stack([make_transform(_rotation([0.2, 1.0, 0.3], 0.4 * (t - canonical)),
+                                         torch.tensor([0.3 * (t - canonical), 0.0, 0.0], dtype=D)) for t in range(T)])
+    xyz = (motion[None, :, :3, :3] @ pts[:, None, :, None])[..., 0] + motion[None, :, :3, 3]
+    valid = torch.ones(40, T, dtype=torch.bool)
+    valid[:20, 3:5] = False
+    observed = torch.where(valid[..., None], xyz, torch.zeros_like(xyz))
+    bases, labels, _ = motion_bases(fill_gaps(observed, valid), valid, 2, canonical, seed=0)
+    assert len(set(labels[:20].tolist())) == 1 and labels[0] != labels[20]
+    torch.testing.assert_close(bases[int(labels[0])], motion, atol=1e-6, rtol=0)
