@@ -40,8 +40,6 @@ from dynrec.stages.base import StageContext, StageSpec
 from dynrec.stages.gt import heldout_cameras, heldout_external, load_gt
 
 MOTIONS = ("himor", "global-bases")
-#: Adam groups of the motion model (HiMoR tree and global bases).
-MOTION_GROUPS = ("bases", "node_positions", "node_radii", "node_coefficients", "motion_coefs")
 #: SirenPose Table III rows: baseline, + geometric (keypoint) prior, + SIREN stream, both.
 SIRENPOSE_MODES = ("off", "geo", "siren", "full")
 
@@ -90,7 +88,6 @@ class ReconParams:
     max_gaussians: int = 200_000
     lr_scale: float = 1.0
     lr_final: float = 1.0
-    motion_warmup: float = 0.0
     init_opacity: float = 0.5
     checkpoint_every: int = 100
     log_every: int = 10
@@ -461,13 +458,10 @@ class Trainer:
                 self._build_optimizer()
 
     def set_learning_rates(self) -> None:
-        """Exponential decay from ``lr_scale`` x the paper's rates to ``lr_final`` x that at the end;
-        the motion's groups are held at 0 for the first ``motion_warmup`` x steps."""
+        """Exponential decay from ``lr_scale`` x the paper's rates to ``lr_final`` x that at the end."""
         decay = self.params.lr_final ** (self.step / max(self.params.steps, 1))
-        frozen = self.step < self.params.motion_warmup * self.params.steps
         for group in self.opt.param_groups:
-            base = group.setdefault("base_lr", group["lr"])
-            group["lr"] = 0.0 if frozen and group.get("name") in MOTION_GROUPS else base * decay
+            group["lr"] = group.setdefault("base_lr", group["lr"]) * decay
 
     def refine_gaussians(self) -> None:
         """3DGS density control with the screen-space gradients of this step's views."""
