@@ -91,7 +91,8 @@ def _learned(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
 
     if params.sam_points < 1 or params.batch < 1:
         raise DynrecError("masks: sam_points and batch must be >= 1")
-    frames, tracks, subject, scores, _, _ = _motion(ctx, params)
+    ev = _motion(ctx, params)
+    frames, tracks, subject, scores = ev.frames, ev.tracks, ev.subject, ev.scores
     T, H, W = frames.shape[:3]
     moving = (scores.track >= params.moving) & (scores.pairs > 0)
     chosen = moving if subject is None else np.isin(np.arange(len(moving)), subject)
@@ -110,15 +111,28 @@ def _learned(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
         raise DynrecError("masks: SAM returned empty masks in every frame; name the subject with --prompt x,y")
     Masks(masks).save(ctx.out)
     return {"backend": "learned", "model": params.model, "weights": str(bundle.source),
-            "moving_tracks": int(moving.sum()), "prompted_frames": int(sum(len(p) > 0 for p in points)),
+            "moving_tracks": int(moving.sum()), "prompted_frames": int(sum(len(p) > 0 for p in points)), "motion": ev.method,
             "empty_frames": int((~masks.any(axis=(1, 2))).sum()), "foreground_fraction": float(masks.mean()),
             "prompt_tracks": None if subject is None else len(subject)}
 
 
-def _motion(ctx: StageContext, params: MasksParams) -> tuple[np.ndarray, Tracks, Any, Any, Any, Any]:
-    """(frames, tracks, the prompted subject's track indices or None, motion scores, z-depth
-    or None, motion params) shared by both backends."""
-    from dynrec.vision.motionseg import MotionParams, motion_scores, parse_prompt, prompt_tracks
+@dataclass
+class _Evidence:
+    """What both backends segment from: ``frames`` [T, H, W, 3], the tracks, the prompted
+    subject's track indices (or None), their motion scores and the ``method`` that made them
+    (:func:`dynrec.vision.motionseg.camera_motion_scores`), z-depth [T, H, W] or None."""
+
+    frames: np.ndarray
+    tracks: Tracks
+    subject: np.ndarray | None
+    scores: Any
+    depth: np.ndarray | None
+    motion: Any
+    method: str
+
+
+def _motion(ctx: StageContext, params: MasksParams) -> _Evidence:
+    from dynrec.vision.motionseg import MotionParams, camera_motion_scores, parse_prompt, prompt_tracks
 
     frames = Frames.load(ctx.inputs["frames"]).images
     tracks = Tracks.load(ctx.inputs["tracks"])
@@ -134,15 +148,16 @@ def _motion(ctx: StageContext, params: MasksParams) -> tuple[np.ndarray, Tracks,
     motion = replace(MotionParams(), threshold_px=params.threshold_px)
     verified = tracks.visible & (tracks.confidence >= 0.5)
     ctx.progress("motion", 0, T)
-    scores = motion_scores(tracks.xy, verified, depth, (W, H), motion)
-    return frames, tracks, subject, scores, depth, motion
+    scores, method = camera_motion_scores(tracks.xy, verified, depth, (W, H), motion)
+    return _Evidence(frames, tracks, subject, scores, depth, motion, method)
 
 
 def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
     from dynrec.vision.foreground import foreground_tracks
     from dynrec.vision.motionseg import MaskParams, fixated_tracks, segment
 
-    frames, tracks, subject, scores, depth, motion = _motion(ctx, params)
+    ev = _motion(ctx, params)
+    frames, tracks, subject, scores, depth, motion = ev.frames, ev.tracks, ev.subject, ev.scores, ev.depth, ev.motion
     mask_params = replace(MaskParams(), moving=params.moving)
     masks = segment(frames, tracks.xy, tracks.visible, scores, depth, subject, mask_params, motion,
                     progress=lambda done, total: ctx.progress("segmenting", done, total))
@@ -166,7 +181,7 @@ def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
         ctx.console.print(f"[yellow]masks: nothing moves on its own; the subject is what the camera keeps centred "
                           f"({len(subject)} tracks). Name it with --prompt x,y if that is wrong[/]")
     return {"backend": "offline", "subject": chosen, "moving_tracks": moving, "empty_frames": empty,
-            "foreground_fraction": float(masks.mean()), "depth_used": depth is not None,
+            "foreground_fraction": float(masks.mean()), "depth_used": depth is not None, "motion": ev.method,
             "prompt_tracks": None if subject is None else len(subject)}
 
 
@@ -178,6 +193,6 @@ def run(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
 
 
 STAGE = StageSpec(
-    name="masks", version=2, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
+    name="masks", version=3, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
     external=gt_external("masks"), summary="foreground masks [T,H,W]",
 )

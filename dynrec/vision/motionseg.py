@@ -10,13 +10,22 @@
      ``t + g``; the reprojection residual sees any independent motion, also motion along
      the epipolar lines, which a fundamental matrix cannot see (a subject that sways while
      the camera orbits it moves mostly along them);
-   * without depth: a fundamental matrix and the Sampson distance;
+   * without depth: a homography when it explains the subset as well as a fundamental
+     matrix does (a panning or shaking camera, a distant scene: it also sees motion along
+     the epipolar lines), else the fundamental matrix and the Sampson distance;
    * a camera that does not move (median displacement under ``static_px``): the
      displacement itself.
 
    A track's score is the fraction of its pairs whose residual exceeds
    ``max(threshold_px, 3 x the inliers' median residual)``; a frame's score uses the pairs
    that include it.
+
+   Without depth and with a camera that translates, pairs cannot see a subject that moves
+   along the epipolar lines (one the camera orbits), so :func:`multiview_scores` asks instead
+   whether a static 3D point explains the whole track: COLMAP's incremental mapper
+   (pycolmap) poses the cameras from all tracks (its RANSAC and bundle adjustment reject the
+   moving ones), each track is triangulated from all its samples, and its reprojection
+   residual, in units of the robust noise of all residuals, is the evidence.
 2. **Dense masks** (:func:`segment`), per frame: tracks that move (enough pairs, and in that
    frame) are foreground seeds, kept when they form a cluster (isolated mistracked points
    are dropped); still tracks are background seeds; beyond ``reach`` of every foreground
@@ -51,7 +60,14 @@ class MotionParams:
     RANSAC subset; ``static_px``: below this median displacement a pair has a still camera;
     ``focal``: pinhole prior in units of max(W, H); ``max_depth_step``: relative depth range across a bilinear sample
     above which the depth is not used (silhouettes); ``prior_pairs``: a frame's own score is
-    shrunk towards the track's as if it had this many more pairs with the track's score."""
+    shrunk towards the track's as if it had this many more pairs with the track's score;
+    ``homography_share``: without depth, a homography is used when its RANSAC inlier share
+    is at least this times the fundamental matrix's. Multi-view scores
+    (:func:`multiview_scores`): used when the median image motion exceeds
+    ``static_image_px`` and a rotation-only camera leaves more than ``rotation_only`` of it
+    unexplained (:func:`dynrec.geometry.sfm.rotation_dominance`); a track's residual (rms,
+    in units of the robust noise) maps linearly from score 0 at ``still_sigmas`` to 1 at
+    ``moving_sigmas``; a frame's score uses the ``window`` frames around it."""
 
     gaps: tuple[int, ...] = (2, 4, 8, 16)
     threshold_px: float = 1.0
@@ -60,6 +76,12 @@ class MotionParams:
     focal: float = 0.9
     max_depth_step: float = 0.05
     prior_pairs: float = 4.0
+    homography_share: float = 0.95
+    static_image_px: float = 2.0
+    rotation_only: float = 0.05
+    still_sigmas: float = 2.0
+    moving_sigmas: float = 6.0
+    window: int = 5
 
 
 def _pinhole(width: int, height: int, focal: float) -> np.ndarray:
@@ -128,19 +150,29 @@ def pair_residuals(x1: np.ndarray, x2: np.ndarray, z1: np.ndarray | None, K: np.
         proj, _ = cv2.projectPoints(X, rvec, tvec, K, None)
         res = np.linalg.norm(proj[:, 0] - b, axis=1)
     else:
-        F, mask = cv2.findFundamentalMat(a[sub], b[sub], cv2.FM_RANSAC, thr, 0.999)
-        if F is None or F.shape != (3, 3) or mask is None:
+        Hm, h_mask = cv2.findHomography(a[sub], b[sub], cv2.RANSAC, thr, maxIters=500, confidence=0.999)
+        F, f_mask = cv2.findFundamentalMat(a[sub], b[sub], cv2.FM_RANSAC, thr, 0.999)
+        h_share = float(h_mask.mean()) if Hm is not None and h_mask is not None else 0.0
+        f_ok = F is not None and F.shape == (3, 3) and f_mask is not None
+        f_share = float(f_mask.mean()) if f_ok else 0.0
+        if h_share > 0 and h_share >= params.homography_share * f_share:
+            p = np.c_[a, np.ones(len(a))] @ Hm.T
+            res = np.linalg.norm(p[:, :2] / p[:, 2:3] - b, axis=1)
+            inl = sub[h_mask[:, 0] > 0]
+        elif f_ok:
+            inl = sub[f_mask[:, 0] > 0]
+            res = _sampson(F, a, b)
+        else:
             return None
-        inl = sub[mask[:, 0] > 0]
-        res = _sampson(F, a, b)
     return res, float(np.median(res[inl])) if len(inl) else float(np.median(res))
 
 
 @dataclass
 class MotionScores:
-    """``track`` [N]: fraction of the compared frame pairs in which a track moved against the
-    camera motion; ``pairs`` [N]: in how many pairs it was compared; ``sample`` [N, T]: the
-    same over the pairs that include frame t, shrunk towards ``track`` (NaN where none)."""
+    """``track`` [N]: evidence in [0, 1] that a track moves against the camera motion (pairs:
+    the fraction of the compared frame pairs in which it moved; multi-view: see
+    :func:`multiview_scores`); ``pairs`` [N]: in how many pairs (samples) it was compared;
+    ``sample`` [N, T]: the same at frame t (NaN where none)."""
 
     track: np.ndarray
     pairs: np.ndarray
@@ -183,6 +215,88 @@ def motion_scores(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray | None,
     # a frame with few pairs (e.g. at the ends of the video) leans on the whole track
     sample = (hits + params.prior_pairs * track[:, None]) / (pairs + params.prior_pairs)
     return MotionScores(track, total, np.where(pairs > 0, sample, np.nan))
+
+
+def multiview_residuals(xy: np.ndarray, visible: np.ndarray, size: tuple[int, int],
+                        params: MotionParams | None = None, seed: int = 0) -> np.ndarray | None:
+    """Residuals [N, T] (pixels; NaN where unknown) of each track against the best static 3D
+    point, or None when the cameras cannot be posed (fewer than 80% of the frames).
+
+    COLMAP's incremental mapper (pycolmap, via :func:`dynrec.geometry.colmap.run_colmap`)
+    poses the cameras from all the ``visible`` samples of ``xy`` [N, T, 2]; its two-view
+    RANSAC and bundle adjustment leave out the tracks no static point explains. It is tried
+    with COLMAP's initial triangulation angle (8 degrees) and, when that registers too few
+    frames (a camera that moves forward), with 2 degrees. Every track is then triangulated
+    (DLT) from all its samples in the posed frames and reprojected.
+    """
+    from dynrec.geometry.colmap import run_colmap
+    from dynrec.geometry.sfm import reprojection_errors, triangulate
+
+    params = params or MotionParams()
+    W, H = size
+    T = visible.shape[1]
+    best = None
+    for angle in (8.0, 2.0):
+        result = run_colmap(xy, visible, W, H, params.focal * max(W, H), init_min_tri_angle=angle, seed=seed)
+        if best is None or result.registered.sum() > best.registered.sum():
+            best = result
+        if best.registered.sum() >= 0.8 * T:
+            break
+    if best is None or best.registered.sum() < 0.8 * T:
+        return None
+    K = np.tile(np.array([[best.focal, 0.0, W / 2], [0.0, best.focal, H / 2], [0.0, 0.0, 1.0]]), (T, 1, 1))
+    seen = visible & best.registered[None]
+    points, ok = triangulate(xy, seen, K, best.w2c, min_angle_deg=0.0)
+    err = reprojection_errors(points, xy, seen, K, best.w2c)
+    err[~ok] = np.nan  # no static point in front of the cameras: unknown, not moving
+    return err
+
+
+def multiview_scores(err: np.ndarray, params: MotionParams | None = None) -> MotionScores:
+    """Motion scores from static-point residuals ``err`` [N, T] (:func:`multiview_residuals`).
+
+    The noise ``sigma`` is 1.4826 x the median residual (most samples are static). A track's
+    score ramps linearly from 0 at ``still_sigmas`` to 1 at ``moving_sigmas`` of its rms
+    residual / sigma; a frame's score from the rms over the ``window`` frames around it.
+    ``pairs`` counts the samples with a residual; tracks with fewer than 3 get NaN (neither
+    moving nor still).
+    """
+    params = params or MotionParams()
+    known = np.isfinite(err)
+    if not known.any():
+        N, T = err.shape
+        return MotionScores(np.full(N, np.nan), np.zeros(N), np.full((N, T), np.nan))
+    sigma = max(1.4826 * float(np.median(err[known])), 1e-3)
+    sq = np.where(known, err, 0.0) ** 2
+    kernel = np.ones(params.window)
+    local_sq = np.apply_along_axis(np.convolve, 1, sq, kernel, "same")
+    local_n = np.apply_along_axis(np.convolve, 1, known.astype(float), kernel, "same")
+    count = known.sum(1)
+    rms = np.sqrt(sq.sum(1) / np.maximum(count, 1)) / sigma
+    local = np.sqrt(local_sq / np.maximum(local_n, 1)) / sigma
+    span = params.moving_sigmas - params.still_sigmas
+    track = np.where(count >= 3, np.clip((rms - params.still_sigmas) / span, 0, 1), np.nan)
+    sample = np.where((local_n > 0) & (count >= 3)[:, None], np.clip((local - params.still_sigmas) / span, 0, 1), np.nan)
+    return MotionScores(track, count.astype(float), sample)
+
+
+def camera_motion_scores(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray | None, size: tuple[int, int],
+                         params: MotionParams | None = None) -> tuple[MotionScores, str]:
+    """Motion scores and the method used: ``"multiview"`` (:func:`multiview_scores`) for a
+    camera that translates when there is no z-depth and pycolmap poses it, else ``"pairs"``
+    (:func:`motion_scores`). Shapes as :func:`motion_scores`."""
+    from dynrec.geometry.colmap import available
+    from dynrec.geometry.sfm import image_motion, rotation_dominance
+
+    params = params or MotionParams()
+    if depth is None and available():
+        K = _pinhole(size[0], size[1], params.focal)
+        moves = image_motion(xy, visible) > params.static_image_px
+        if moves and not rotation_dominance(xy, visible, K) <= params.rotation_only:  # NaN: unknown, try
+            err = multiview_residuals(xy, visible, size, params)
+            if err is not None:
+                return multiview_scores(err, params), "multiview"
+    return motion_scores(xy, visible, depth, size, params), "pairs"
 
 
 def fixated_tracks(xy: np.ndarray, visible: np.ndarray, size: tuple[int, int], centre: float = 0.2,

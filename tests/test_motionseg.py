@@ -1,0 +1,108 @@
+"""Camera-motion models of the offline masks (dynrec.vision.motionseg) on exact synthetic tracks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dynrec.geometry.camera import project
+from dynrec.vision.motionseg import (
+    MotionParams,
+    camera_motion_scores,
+    multiview_residuals,
+    multiview_scores,
+    pair_residuals,
+)
+
+W, H = 160, 120
+F = 0.9 * max(W, H)
+K = np.array([[F, 0.0, W / 2], [0.0, F, H / 2], [0.0, 0.0, 1.0]])
+
+
+def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """w2c [4, 4] of an OpenCV camera at ``centre`` looking at ``target`` (y down)."""
+    z = target - centre
+    z /= np.linalg.norm(z)
+    x = np.cross(z, [0.0, -1.0, 0.0])
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    R = np.stack([x, y, z])
+    w2c = np.eye(4)
+    w2c[:3, :3], w2c[:3, 3] = R, -R @ centre
+    return w2c
+
+
+def _scene(rng: np.random.Generator, n_static: int = 400, n_moving: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Static points in a box around the origin and a small cluster of moving ones:
+    (points [N, 3] at t = 0, is_moving [N])."""
+    static = rng.uniform([-3, -1.5, -3], [3, 1.5, 3], (n_static, 3))
+    moving = rng.normal([0.3, 0.0, 0.2], 0.15, (n_moving, 3))
+    return np.concatenate([static, moving]), np.r_[np.zeros(n_static, bool), np.ones(n_moving, bool)]
+
+
+def _tracks(points: np.ndarray, moving: np.ndarray, w2c: np.ndarray, velocity: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact tracks (xy [N, T, 2], visible [N, T]) of the points, the moving ones moving
+    with ``velocity`` [3] per frame."""
+    T = len(w2c)
+    xy = np.zeros((len(points), T, 2))
+    visible = np.zeros((len(points), T), bool)
+    for t in range(T):
+        p = points + np.outer(moving, velocity) * t
+        uv, z = project(p, K, w2c[t])
+        xy[:, t] = uv
+        visible[:, t] = (z > 0.1) & (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+    return xy, visible
+
+
+def _orbit(T: int, radius: float = 8.0, arc: float = 0.6) -> np.ndarray:
+    angles = np.linspace(-arc / 2, arc / 2, T)
+    return np.stack([_look_at(np.array([radius * np.sin(a), -0.5, -radius * np.cos(a)]), np.zeros(3)) for a in angles])
+
+
+def test_a_panning_camera_is_a_homography_and_its_residual_is_the_independent_motion() -> None:
+    rng = np.random.default_rng(0)
+    points, moving = _scene(rng)
+    centre = np.array([0.0, -0.5, -8.0])
+    w2c = np.stack([_look_at(centre, np.array([x, 0.0, 0.0])) for x in (0.0, 0.4)])  # pure rotation: a pan
+    xy, visible = _tracks(points, moving, w2c, np.array([0.0, 0.2, 0.0]))
+    both = visible.all(1)
+    res, noise = pair_residuals(xy[both, 0], xy[both, 1], None, K, MotionParams())
+    assert noise < 0.05  # the homography explains the static points exactly
+    moved = res > 1.0
+    np.testing.assert_array_equal(moved, moving[both])
+
+
+@pytest.mark.slow
+def test_multiview_residuals_find_points_moving_along_an_orbiting_cameras_epipolar_lines() -> None:
+    rng = np.random.default_rng(1)
+    points, moving = _scene(rng)
+    w2c = _orbit(24)
+    # the cluster moves sideways, as the camera does: mostly along the epipolar lines
+    xy, visible = _tracks(points, moving, w2c, np.array([0.03, 0.0, 0.0]))
+    err = multiview_residuals(xy, visible, (W, H))
+    assert err is not None
+    static_err = err[~moving][np.isfinite(err[~moving])]
+    assert np.median(static_err) < 0.05
+    scores = multiview_scores(err)
+    seen = visible.sum(1) >= 3
+    assert (scores.track[moving & seen] >= 0.5).mean() > 0.95
+    assert (scores.track[~moving & seen] < 0.2).mean() > 0.95
+
+
+@pytest.mark.slow
+def test_camera_motion_scores_pick_the_model_the_camera_needs() -> None:
+    rng = np.random.default_rng(2)
+    points, moving = _scene(rng)
+    velocity = np.array([0.03, 0.0, 0.0])
+    still = np.repeat(_orbit(1), 12, axis=0)
+    xy, visible = _tracks(points, moving, still, velocity)
+    scores, method = camera_motion_scores(xy, visible, None, (W, H))
+    assert method == "pairs"  # a still camera: displacement is motion
+    assert (scores.track[moving] >= 0.5).all() and (scores.track[~moving & (visible.sum(1) > 1)] < 0.2).all()
+    xy, visible = _tracks(points, moving, _orbit(20), velocity)
+    _, method = camera_motion_scores(xy, visible, None, (W, H))
+    assert method == "multiview"
+    depth = np.ones((20, H, W))
+    _, method = camera_motion_scores(xy, visible, depth, (W, H))
+    assert method == "pairs"  # with z-depth the pairs use PnP, which sees this motion
