@@ -132,7 +132,12 @@ class _Evidence:
 
 
 def _motion(ctx: StageContext, params: MasksParams) -> _Evidence:
-    from dynrec.vision.motionseg import MotionParams, camera_motion_scores, parse_prompt, prompt_tracks
+    from dynrec.vision.motionseg import (
+        MotionParams,
+        camera_motion_scores,
+        parse_prompt,
+        prompt_tracks,
+    )
 
     frames = Frames.load(ctx.inputs["frames"]).images
     tracks = Tracks.load(ctx.inputs["tracks"])
