@@ -3,15 +3,23 @@
 ``python -m bench raster recon`` runs only the named ones. The rasterizer benchmark takes
 about a minute, cameras about 5, recon about 20 (two reconstructions of the `small` scene),
 sirenpose about 40 (21 short reconstructions of `fast` scenes, one thread), families about 70
-(one reconstruction per scene family on a seed never tuned on).
+(one reconstruction per scene family on a seed never tuned on), masks about 30 (offline
+preprocessing of one scene per family).
 """
 
 import sys
 
-from bench import bench_cameras, bench_families, bench_raster, bench_recon, bench_sirenpose
+from bench import (
+    bench_cameras,
+    bench_families,
+    bench_masks,
+    bench_raster,
+    bench_recon,
+    bench_sirenpose,
+)
 
 BENCHES = {"raster": bench_raster.main, "cameras": bench_cameras.main, "recon": lambda: bench_recon.main([]),
-           "families": lambda: bench_families.main([]),
+           "families": lambda: bench_families.main([]), "masks": lambda: bench_masks.main([]),
            "sirenpose": lambda: bench_sirenpose.main([])}
 
 if __name__ == "__main__":
