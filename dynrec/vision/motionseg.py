@@ -67,7 +67,8 @@ class MotionParams:
     ``static_image_px`` and a rotation-only camera leaves more than ``rotation_only`` of it
     unexplained (:func:`dynrec.geometry.sfm.rotation_dominance`); a track's residual (rms,
     in units of the robust noise) maps linearly from score 0 at ``still_sigmas`` to 1 at
-    ``moving_sigmas``; a frame's score uses the ``window`` frames around it."""
+    ``moving_sigmas``; a frame's score uses the ``window`` frames around it; COLMAP poses at
+    most ``sfm_frames`` frames."""
 
     gaps: tuple[int, ...] = (2, 4, 8, 16)
     threshold_px: float = 1.0
@@ -82,6 +83,7 @@ class MotionParams:
     still_sigmas: float = 2.0
     moving_sigmas: float = 6.0
     window: int = 5
+    sfm_frames: int = 60
 
 
 def _pinhole(width: int, height: int, focal: float) -> np.ndarray:
@@ -223,7 +225,8 @@ def multiview_residuals(xy: np.ndarray, visible: np.ndarray, size: tuple[int, in
     point, or None when the cameras cannot be posed (fewer than 80% of the frames).
 
     COLMAP's incremental mapper (pycolmap, via :func:`dynrec.geometry.colmap.run_colmap`)
-    poses the cameras from all the ``visible`` samples of ``xy`` [N, T, 2]; its two-view
+    poses the cameras from the ``visible`` samples of ``xy`` [N, T, 2] in at most
+    ``sfm_frames`` evenly spaced frames (NaN in the others); its two-view
     RANSAC and bundle adjustment leave out the tracks no static point explains. It is tried
     with COLMAP's initial triangulation angle (8 degrees) and, when that registers too few
     frames (a camera that moves forward), with 2 degrees. Every track is then triangulated
@@ -234,21 +237,25 @@ def multiview_residuals(xy: np.ndarray, visible: np.ndarray, size: tuple[int, in
 
     params = params or MotionParams()
     W, H = size
-    T = visible.shape[1]
+    N, T = visible.shape
+    keep = np.arange(0, T, -(-T // params.sfm_frames))  # every k-th frame: COLMAP's time grows fast with frames
+    sub_xy, sub_vis = xy[:, keep], visible[:, keep]
     best = None
     for angle in (8.0, 2.0):
-        result = run_colmap(xy, visible, W, H, params.focal * max(W, H), init_min_tri_angle=angle, seed=seed)
+        result = run_colmap(sub_xy, sub_vis, W, H, params.focal * max(W, H), init_min_tri_angle=angle, seed=seed)
         if best is None or result.registered.sum() > best.registered.sum():
             best = result
-        if best.registered.sum() >= 0.8 * T:
+        if best.registered.sum() >= 0.8 * len(keep):
             break
-    if best is None or best.registered.sum() < 0.8 * T:
+    if best is None or best.registered.sum() < 0.8 * len(keep):
         return None
-    K = np.tile(np.array([[best.focal, 0.0, W / 2], [0.0, best.focal, H / 2], [0.0, 0.0, 1.0]]), (T, 1, 1))
-    seen = visible & best.registered[None]
-    points, ok = triangulate(xy, seen, K, best.w2c, min_angle_deg=0.0)
-    err = reprojection_errors(points, xy, seen, K, best.w2c)
-    err[~ok] = np.nan  # no static point in front of the cameras: unknown, not moving
+    K = np.tile(np.array([[best.focal, 0.0, W / 2], [0.0, best.focal, H / 2], [0.0, 0.0, 1.0]]), (len(keep), 1, 1))
+    seen = sub_vis & best.registered[None]
+    points, ok = triangulate(sub_xy, seen, K, best.w2c, min_angle_deg=0.0)
+    sub_err = reprojection_errors(points, sub_xy, seen, K, best.w2c)
+    sub_err[~ok] = np.nan  # no static point in front of the cameras: unknown, not moving
+    err = np.full((N, T), np.nan)
+    err[:, keep] = sub_err
     return err
 
 
