@@ -106,3 +106,16 @@ def test_camera_motion_scores_pick_the_model_the_camera_needs() -> None:
     depth = np.ones((20, H, W))
     _, method = camera_motion_scores(xy, visible, depth, (W, H))
     assert method == "pairs"  # with z-depth the pairs use PnP, which sees this motion
+
+
+def test_undecided_tracks_join_the_foreground_through_a_chain_of_near_neighbours() -> None:
+    from dynrec.vision.motionseg import _joined
+
+    # a chain 0-1-2-3 with steps of 1 px, and point 4 far away; 0 is moving, 1..4 undecided
+    points = np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [10.0, 0.0]])
+    strong = np.array([True, False, False, False, False])
+    weak = ~strong
+    np.testing.assert_array_equal(_joined(points, strong, weak, 1.5), [False, True, True, True, False])
+    # a still point (neither strong nor weak) breaks the chain
+    weak[1] = False
+    np.testing.assert_array_equal(_joined(points, strong, weak, 1.5), [False, False, False, False, False])

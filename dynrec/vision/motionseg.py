@@ -416,7 +416,10 @@ class MaskParams:
     static prediction (:func:`change_map`) is below this are background; ``change_gaps``:
     frames compared for it; ``chroma`` / ``luma``: Lab scaling of the image GrabCut sees
     (the subject differs from the background more in colour than in brightness);
-    ``iters``: GrabCut iterations."""
+    ``iters``: GrabCut iterations; ``hysteresis``: tracks neither moving nor still (score
+    between ``static`` and ``moving``, half of ``min_pairs``) join the foreground seeds when a
+    chain of such tracks, each step under ``weak_link`` (fraction of max(W, H)), links them to
+    a moving one in that frame (a subject's slow parts move with its fast ones)."""
 
     moving: float = 0.5
     sample_moving: float = 0.3
@@ -431,6 +434,8 @@ class MaskParams:
     chroma: float = 2.0
     luma: float = 0.5
     iters: int = 4
+    hysteresis: bool = True
+    weak_link: float = 0.02
 
 
 def _clustered(points: np.ndarray, link: float, min_cluster: float) -> np.ndarray:
@@ -443,6 +448,21 @@ def _clustered(points: np.ndarray, link: float, min_cluster: float) -> np.ndarra
     _, label = connected_components(graph, directed=False)
     sizes = np.bincount(label)
     return sizes[label] >= min_cluster * sizes.max()
+
+
+def _joined(points: np.ndarray, strong: np.ndarray, weak: np.ndarray, link: float) -> np.ndarray:
+    """Hysteresis in the image: the ``weak`` [P] of ``points`` [P, 2] joined to a ``strong``
+    one by a chain of strong or weak points, each step shorter than ``link`` px -> [P] bool."""
+    both = np.flatnonzero(strong | weak)
+    out = np.zeros(len(points), bool)
+    if not weak.any() or not strong.any():
+        return out
+    pairs = cKDTree(points[both]).query_pairs(link, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(both),) * 2)
+    _, label = connected_components(graph, directed=False)
+    seeded = np.unique(label[strong[both]])
+    out[both[np.isin(label, seeded)]] = True
+    return out & weak
 
 
 def _grabcut_image(frame: np.ndarray, params: MaskParams) -> np.ndarray:
@@ -556,6 +576,9 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
         vis = visible[:, t]
         fg = (vis & moving & (sample[:, t] >= params.sample_moving)) | (vis & is_subject)
         bg = vis & static & (sample[:, t] < params.moving) & ~is_subject
+        if params.hysteresis:
+            weak = vis & ~fg & ~bg & (scores.pairs >= params.min_pairs / 2) & (np.nan_to_num(scores.track) >= params.static)
+            fg = fg | _joined(xy[:, t], fg, weak, params.weak_link * L)
         fg_xy = xy[fg, t]
         fg_xy = fg_xy[_clustered(fg_xy, params.link * L, params.min_cluster) | is_subject[fg]]
         still = None
