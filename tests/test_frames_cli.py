@@ -119,3 +119,22 @@ def test_cuda_without_cuda(cli, tmp_path, video):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert "no CUDA device" in _error(cli("preprocess", video, "-o", tmp_path / "w", "--device", "cuda"))
+
+
+def test_dark_and_blurred_frames_are_skipped_and_listed():
+    import cv2
+
+    from dynrec.stages.frames import drop_unusable
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 40, 50, 3), dtype=np.uint8)
+    images = np.stack([cv2.GaussianBlur(im, (0, 0), 0.7) for im in images])  # texture, slightly soft
+    images[2] = images[2] // 40  # nearly black: mean grey ~3
+    images[4] = cv2.GaussianBlur(images[4], (0, 0), 4.0)  # heavily blurred
+    frames = Frames(images, 30.0, np.arange(10, 16))
+    kept, dropped = drop_unusable(frames, FramesParams())
+    assert dropped == {"dark": [12], "blurred": [14]}
+    np.testing.assert_array_equal(kept.source_index, [10, 11, 13, 15])
+    np.testing.assert_array_equal(kept.images, images[[0, 1, 3, 5]])
+    kept, dropped = drop_unusable(frames, FramesParams(dark=0, blurred=0))
+    assert dropped == {"dark": [], "blurred": []} and len(kept.images) == 6

@@ -319,15 +319,21 @@ def test_static_camera_video_preprocesses_offline(cli, tmp_path):
     assert iou > 0.6
 
 
-def test_black_video_stops_at_tracks(cli, tmp_path):
-    video = tmp_path / "black"
-    video.mkdir()
-    for t in range(5):
-        Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(video / f"{t:02d}.png")
-    work = tmp_path / "work"
-    r = cli("preprocess", video, "-o", work, "--offline")
-    assert r.code == 1 and "tracks: no trackable texture found" in " ".join(r.err.split())
-    assert "Traceback" not in r.err and (work / "depth" / "manifest.json").is_file()  # earlier stages kept
+def test_black_video_stops_at_frames_and_a_flat_one_at_tracks(cli, tmp_path):
+    for name, level in (("black", 0), ("grey", 128)):
+        video = tmp_path / name
+        video.mkdir()
+        for t in range(5):
+            Image.fromarray(np.full((48, 64, 3), level, np.uint8)).save(video / f"{t:02d}.png")
+        work = tmp_path / f"work_{name}"
+        r = cli("preprocess", video, "-o", work, "--offline")
+        err = " ".join(r.err.split())
+        assert r.code == 1 and "Traceback" not in r.err
+        if name == "black":
+            assert "frames: 5 of 5 frames are too dark" in err and "--set frames.dark=0" in err
+        else:  # a flat grey video is not dark: it stops where texture is needed, earlier stages kept
+            assert "tracks: no trackable texture found" in err
+            assert (work / "depth" / "manifest.json").is_file()
 
 
 def test_offline_keypoints_without_foreground_are_empty(gt_work, tmp_path):

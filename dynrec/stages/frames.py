@@ -23,12 +23,17 @@ MIN_FRAMES = 2
 class FramesParams:
     """``stride``: keep every n-th frame; ``max_frames``: cap after striding;
     ``long_side``: resize so the longer image side has this many pixels (None = keep);
-    ``fps``: frame rate of an image folder (videos use their own)."""
+    ``fps``: frame rate of an image folder (videos use their own); ``dark``: frames whose
+    mean grey level (0-255) is below this are dropped (0 = keep all); ``blurred``: frames
+    whose sharpness (variance of the Laplacian) is below this fraction of the median frame's
+    are dropped (0 = keep all). Dropped frames are listed in the manifest and warned about."""
 
     stride: int = 1
     max_frames: int | None = None
     long_side: int | None = None
     fps: float = 30.0
+    dark: float = 10.0
+    blurred: float = 0.2
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"tiny": {"long_side": 128, "max_frames": 16}}
 
@@ -106,18 +111,49 @@ def read_frames(source: Path, params: FramesParams, progress=None) -> Frames:
     return Frames(np.stack(images), fps / params.stride, np.asarray(index), str(source))
 
 
+def frame_quality(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean grey level [T] in 0-255, sharpness [T]: variance of the Laplacian of the grey
+    image) of ``images`` [T, H, W, 3] uint8."""
+    grey = [cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) for img in images]
+    level = np.array([g.mean() for g in grey])
+    sharp = np.array([cv2.Laplacian(g, cv2.CV_64F).var() for g in grey])
+    return level, sharp
+
+
+def drop_unusable(frames: Frames, params: FramesParams) -> tuple[Frames, dict[str, list[int]]]:
+    """``frames`` without the dark and blurred ones (see :class:`FramesParams`) and the source
+    indices of those dropped, by reason. Raises DynrecError when fewer than two would stay."""
+    level, sharp = frame_quality(frames.images)
+    dark = level < params.dark
+    blurred = ~dark & (sharp < params.blurred * np.median(sharp[~dark])) if (~dark).any() else np.zeros_like(dark)
+    keep = ~(dark | blurred)
+    if keep.sum() < MIN_FRAMES:
+        raise DynrecError(
+            f"frames: {int(dark.sum())} of {len(keep)} frames are too dark (mean grey level under {params.dark:g}) "
+            f"and {int(blurred.sum())} too blurred; fewer than {MIN_FRAMES} are left. Brighten the video, or keep "
+            "every frame with --set frames.dark=0 --set frames.blurred=0")
+    index = frames.source_index
+    dropped = {"dark": index[dark].tolist(), "blurred": index[blurred].tolist()}
+    return Frames(frames.images[keep], frames.fps, index[keep], frames.source), dropped
+
+
 def run(ctx: StageContext, params: FramesParams) -> dict[str, Any]:
     if ctx.source is None:
         raise DynrecError("no input video: give one, e.g. `dynrec preprocess video.mp4 -o WORK`")
-    frames = read_frames(ctx.source, params, ctx.progress)
+    frames, dropped = drop_unusable(read_frames(ctx.source, params, ctx.progress), params)
+    for reason, index in dropped.items():
+        if index:
+            shown = ", ".join(map(str, index[:8])) + (", ..." if len(index) > 8 else "")
+            ctx.console.print(f"[yellow]frames: skipped {len(index)} {reason} frame(s) (input frames {shown}); "
+                              f"--set frames.{reason}=0 keeps them[/]")
     ctx.progress("writing", 0, len(frames.images))
     frames.save(ctx.out)
     T, H, W = frames.shape
-    return {"count": T, "width": W, "height": H, "fps": frames.fps}
+    return {"count": T, "width": W, "height": H, "fps": frames.fps, "dropped": dropped}
 
 
 STAGE = StageSpec(
-    name="frames", version=1, upstream=(), params=FramesParams, run=run,
+    name="frames", version=2, upstream=(), params=FramesParams, run=run,
     external=lambda params, source, gt: [source] if source is not None else [],
     summary="decode the input video into PNG frames",
 )
