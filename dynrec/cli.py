@@ -41,7 +41,8 @@ def preprocess(
     long_side: Annotated[int | None, typer.Option("--long-side", help="Resize so the longer side has this many pixels.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
     weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Folder of learned-backend weights (<org>/<name>; also searched: $DYNREC_WEIGHTS, the hub caches).")] = None,
-    prompt: Annotated[str | None, typer.Option("--prompt", help="Name the subject: 'x,y' pixels of the input video's first kept frame (masks stage).")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Name the subject: 'x,y' pixels of the input video's first kept frame, several as 'x1,y1;x2,y2' (masks stage).")] = None,
+    prompt_box: Annotated[str | None, typer.Option("--prompt-box", help="Name the subject by a box 'x0,y0,x1,y1' around it (pixels of the first kept frame; masks stage).")] = None,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -55,6 +56,7 @@ def preprocess(
     sets += [f"run.device={device}"] if device else []
     sets += [f"run.weights_dir={weights_dir.expanduser().resolve()}"] if weights_dir else []
     sets += [f"masks.prompt={prompt}"] if prompt is not None else []
+    sets += [f"masks.prompt_box={prompt_box}"] if prompt_box is not None else []
     runner = open_runner(out, create=True, source=video, gt=gt, preset=preset, config_file=config,
                          sets=sets + list(set_ or []), console=err, offline=offline)
     if runner.source is None:

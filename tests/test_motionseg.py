@@ -119,3 +119,32 @@ def test_undecided_tracks_join_the_foreground_through_a_chain_of_near_neighbours
     # a still point (neither strong nor weak) breaks the chain
     weak[1] = False
     np.testing.assert_array_equal(_joined(points, strong, weak, 1.5), [False, False, False, False, False])
+
+
+def test_prompt_box_parses_to_ordered_corners_in_kept_pixels_and_rejects_bad_boxes() -> None:
+    from dynrec.errors import DynrecError
+    from dynrec.vision.motionseg import parse_box, parse_points
+
+    assert parse_box("300,200,100,40", 2, 10, 64, 48, (0.1, 0.1)) == (2, 10.0, 4.0, 30.0, 20.0)
+    assert parse_points("10,20; 30,40", 0, 10, 64, 48, (1.0, 1.0)) == [(0, 10.0, 20.0), (0, 30.0, 40.0)]
+    for text, message in (("1,2,3", "expects 'x0,y0,x1,y1'"), ("0,0,700,10", "outside the image"),
+                          ("5,5,6,20", "under 2 pixels")):
+        with pytest.raises(DynrecError, match=message):
+            parse_box(text, 0, 10, 64, 48, (1.0, 1.0))
+
+
+def test_box_tracks_are_those_on_the_object_grabcut_finds_in_the_box() -> None:
+    from dynrec.vision.motionseg import box_tracks
+
+    rng = np.random.default_rng(3)
+    frame = np.clip(rng.normal(90, 12, (48, 64, 3)), 0, 255).astype(np.uint8)  # grey, noisy background
+    frame[12:30, 20:36] = np.clip(rng.normal([200, 40, 40], 12, (18, 16, 3)), 0, 255).astype(np.uint8)  # red object
+    on_object = np.array([[22.5, 14.5], [30.5, 20.5], [34.5, 28.5]])
+    in_box_background = np.array([[15.5, 8.5], [40.5, 33.5]])  # inside the box, off the object
+    outside = np.array([[2.5, 2.5], [60.5, 44.5]])
+    xy = np.concatenate([on_object, in_box_background, outside])[:, None, :]
+    visible = np.ones((len(xy), 1), bool)
+    box = (0, 14.0, 7.0, 42.0, 35.0)
+    np.testing.assert_array_equal(box_tracks(frame, xy, visible, box, min_tracks=3), [0, 1, 2])
+    # too few tracks on the segment to trust it: every track in the box
+    np.testing.assert_array_equal(box_tracks(frame, xy, visible, box, min_tracks=4), [0, 1, 2, 3, 4])

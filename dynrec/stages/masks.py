@@ -48,6 +48,7 @@ class MasksParams:
     sam_points: int = 8
     batch: int = 4
     prompt: str = ""
+    prompt_box: str = ""
     prompt_frame: int = 0
     prompt_radius: float = 4.0
     moving: float = 0.5
@@ -134,8 +135,10 @@ class _Evidence:
 def _motion(ctx: StageContext, params: MasksParams) -> _Evidence:
     from dynrec.vision.motionseg import (
         MotionParams,
+        box_tracks,
         camera_motion_scores,
-        parse_prompt,
+        parse_box,
+        parse_points,
         prompt_tracks,
     )
 
@@ -145,10 +148,18 @@ def _motion(ctx: StageContext, params: MasksParams) -> _Evidence:
     if tracks.xy.shape[1] != T:
         raise DynrecError(f"masks: tracks have {tracks.xy.shape[1]} frames but there are {T} frames")
     subject = None
-    if params.prompt.strip():
+    if params.prompt.strip() or params.prompt_box.strip():
         size = source_size(ctx.source) or (W, H)
-        prompt = parse_prompt(params.prompt, params.prompt_frame, T, W, H, (W / size[0], H / size[1]))
-        subject = prompt_tracks(tracks.xy, tracks.visible, prompt, params.prompt_radius)
+        scale = (W / size[0], H / size[1])
+        chosen = [prompt_tracks(tracks.xy, tracks.visible, p, params.prompt_radius)
+                  for p in parse_points(params.prompt, params.prompt_frame, T, W, H, scale)]
+        if params.prompt_box.strip():
+            box = parse_box(params.prompt_box, params.prompt_frame, T, W, H, scale)
+            chosen.append(box_tracks(frames[box[0]], tracks.xy, tracks.visible, box))
+        subject = np.unique(np.concatenate(chosen)).astype(np.int64)
+        if not len(subject):
+            raise DynrecError(f"masks: no track is visible at the prompt in kept frame {params.prompt_frame}; "
+                              "choose another frame with --set masks.prompt_frame=N")
     depth = z_depth(ctx)
     motion = replace(MotionParams(), threshold_px=params.threshold_px)
     verified = tracks.visible & (tracks.confidence >= 0.5)
@@ -176,12 +187,20 @@ def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
             chosen = "fixation"
             masks = segment(frames, tracks.xy, tracks.visible, scores, depth, subject, mask_params, motion,
                             progress=lambda done, total: ctx.progress("segmenting (fixation)", done, total))
+    if not masks.any() and chosen != "prompt":
+        raise DynrecError(
+            f"masks: nothing moves against the camera motion ({len(tracks.xy)} tracks, {moving} moving, "
+            f"camera model '{ev.method}'); name the subject with --prompt x,y or --prompt-box x0,y0,x1,y1 "
+            "(pixels of the input video's first kept frame), e.g. --prompt 320,240")
     if not masks.any():
         raise DynrecError(
-            f"masks: nothing moves against the camera motion ({len(tracks.xy)} tracks, {moving} moving); "
-            "name the subject with --set masks.prompt=x,y (pixels of the input video)")
+            f"masks: the prompt names {len(subject)} track(s) but GrabCut kept no pixel around them in any frame; "
+            "try --prompt-box x0,y0,x1,y1 around the subject, or more points (--prompt 'x1,y1;x2,y2')")
     Masks(masks).save(ctx.out)
     empty = int((~masks.any(axis=(1, 2))).sum())
+    if empty > 0.1 * len(masks):
+        ctx.console.print(f"[yellow]masks: {empty} of {len(masks)} frames have an empty mask; look at them with "
+                          "`dynrec inspect WORK` and name the subject with --prompt-box x0,y0,x1,y1 if it is missed[/]")
     if chosen == "fixation":
         ctx.console.print(f"[yellow]masks: nothing moves on its own; the subject is what the camera keeps centred "
                           f"({len(subject)} tracks). Name it with --prompt x,y if that is wrong[/]")

@@ -562,6 +562,7 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
     """
     params = params or MaskParams()
     motion = motion or MotionParams()
+    cv2.setRNGSeed(0)  # GrabCut's k-means starts from OpenCV's global RNG: same input, same masks
     T, H, W = frames.shape[:3]
     L = max(W, H)
     K = _pinhole(W, H, motion.focal)
@@ -578,7 +579,8 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
         bg = vis & static & (sample[:, t] < params.moving) & ~is_subject
         if params.hysteresis:
             weak = vis & ~fg & ~bg & (scores.pairs >= params.min_pairs / 2) & (np.nan_to_num(scores.track) >= params.static)
-            fg = fg | _joined(xy[:, t], fg, weak, params.weak_link * L)
+            grow = fg & is_subject if subject is not None else fg  # a prompt grows only its subject
+            fg = fg | _joined(xy[:, t], grow, weak, params.weak_link * L)
         fg_xy = xy[fg, t]
         fg_xy = fg_xy[_clustered(fg_xy, params.link * L, params.min_cluster) | is_subject[fg]]
         still = None
@@ -627,3 +629,50 @@ def parse_prompt(text: str, frame: int, frames: int, width: int, height: int, sc
         raise DynrecError(f"masks: the prompt ({x:g}, {y:g}) is outside the image, which is "
                           f"{round(in_w)}x{round(in_h)} pixels (x in [0, {round(in_w)}), y in [0, {round(in_h)}))")
     return frame, x * scale[0], y * scale[1]
+
+
+def parse_points(text: str, frame: int, frames: int, width: int, height: int, scale: tuple[float, float]
+                 ) -> list[tuple[int, float, float]]:
+    """``"x,y"`` or several ``"x1,y1;x2,y2"`` -> a list of :func:`parse_prompt` results."""
+    return [parse_prompt(part, frame, frames, width, height, scale) for part in text.split(";") if part.strip()]
+
+
+def parse_box(text: str, frame: int, frames: int, width: int, height: int, scale: tuple[float, float]
+              ) -> tuple[int, float, float, float, float]:
+    """``"x0,y0,x1,y1"`` (two opposite corners, pixels of the input video) -> (frame, x0, y0,
+    x1, y1) in pixels of the kept frames, corners ordered. Raises DynrecError for a malformed
+    box, a frame out of range, a corner outside the image or an empty box."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        x0, y0, x1, y1 = (float(v) for v in parts)
+    except ValueError:
+        raise DynrecError(f"masks: --prompt-box expects 'x0,y0,x1,y1' in pixels, got '{text}'") from None
+    _, a, b = parse_prompt(f"{min(x0, x1)},{min(y0, y1)}", frame, frames, width, height, scale)
+    _, c, d = parse_prompt(f"{max(x0, x1)},{max(y0, y1)}", frame, frames, width, height, scale)
+    if c - a < 2 or d - b < 2:
+        raise DynrecError(f"masks: the prompt box '{text}' is under 2 pixels wide or high in the kept frames")
+    return frame, a, b, c, d
+
+
+def box_tracks(frame: np.ndarray, xy: np.ndarray, visible: np.ndarray, box: tuple[int, float, float, float, float],
+               iters: int = 5, min_tracks: int = 8) -> np.ndarray:
+    """Tracks on the object inside a box -> indices [P].
+
+    GrabCut initialised with the rectangle (its classic use) segments the object in the
+    box's frame ``frame`` [H, W, 3]; the tracks visible there (``xy`` [N, T, 2], ``visible``
+    [N, T]) that lie on that segment are the object's. Falls back to every track inside the
+    box when fewer than ``min_tracks`` lie on the segment (a subject too thin or too like its
+    surroundings for a colour model)."""
+    t, x0, y0, x1, y1 = box
+    H, W = frame.shape[:2]
+    rect = (int(x0), int(y0), max(1, int(np.ceil(x1)) - int(x0)), max(1, int(np.ceil(y1)) - int(y0)))
+    label = np.zeros((H, W), np.uint8)
+    cv2.setRNGSeed(0)  # GrabCut's k-means starts from OpenCV's global RNG: same box, same answer
+    cv2.grabCut(frame, label, rect, np.zeros((1, 65)), np.zeros((1, 65)), iters, cv2.GC_INIT_WITH_RECT)
+    on = (label == cv2.GC_FGD) | (label == cv2.GC_PR_FGD)
+    idx = np.flatnonzero(visible[:, t])
+    p = xy[idx, t]
+    inside = (p[:, 0] >= x0) & (p[:, 0] < x1) & (p[:, 1] >= y0) & (p[:, 1] < y1)
+    px = np.clip(np.floor(p).astype(int), 0, [W - 1, H - 1])
+    chosen = idx[inside & on[px[:, 1], px[:, 0]]]
+    return chosen if len(chosen) >= min(min_tracks, int(inside.sum())) else idx[inside]
