@@ -137,6 +137,18 @@ def camera_ate(est: np.ndarray, gt: np.ndarray, registered: np.ndarray | None = 
             "scale": scale, "R": R}
 
 
+def direction_error(est: np.ndarray, gt: np.ndarray) -> float:
+    """Mean angle (degrees) between unit directions ``est`` [T, 3] and ``gt`` [T, 3] after the
+    rotation that best aligns them (Kabsch). Not the Sim(3) of the centres: on a straight
+    camera path that rotation is free about the path's direction."""
+    a = est / np.linalg.norm(est, axis=1, keepdims=True)
+    b = gt / np.linalg.norm(gt, axis=1, keepdims=True)
+    U, _, Vt = np.linalg.svd(b.T @ a)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    cos = ((a @ (U @ D @ Vt).T) * b).sum(1)
+    return float(np.degrees(np.arccos(np.clip(cos, -1, 1))).mean())
+
+
 def mask_coverage(masks: np.ndarray, points: list[np.ndarray], objects: list[np.ndarray] | None = None,
                   min_points: int = 3) -> dict[str, Any]:
     """Recall of track points in ``masks`` [T, H, W] and mask area over the points' convex hull.
@@ -329,12 +341,10 @@ def _camera_row(c2w: np.ndarray, registered: np.ndarray, truth: dict[str, np.nda
                 seconds: float | None) -> dict[str, Any]:
     gt = truth["cam_pos"][index]
     res = camera_ate(c2w[:, :3, 3], gt, registered)
-    R = res.pop("R")
+    res.pop("R")
     fwd_err = None
-    if R is not None and registered.any():
-        fwd = c2w[registered, :3, 2] @ R.T  # OpenCV cameras look along +z
-        cos = (fwd * truth["cam_fwd"][index][registered]).sum(1) / np.linalg.norm(fwd, axis=1)
-        fwd_err = float(np.degrees(np.arccos(np.clip(cos, -1, 1))).mean())
+    if registered.sum() >= 2:  # OpenCV cameras look along +z
+        fwd_err = direction_error(c2w[registered, :3, 2], truth["cam_fwd"][index][registered])
     extent = float(np.linalg.norm(np.ptp(truth["cam_pos"][index], axis=0)))
     return {**res, "registered": int(registered.sum()), "frames": len(index),
             "all_registered": bool(registered.all()), "fwd_err_deg": fwd_err, "gt_extent_m": extent,

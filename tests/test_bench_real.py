@@ -97,3 +97,17 @@ def test_plain_lk_follows_a_translating_blob():
     xy, vis = plain_lk(np.stack(frames), np.array([[0, 20.5, 30.5]]))
     assert vis.all()
     assert np.allclose(xy[0, 3], [26.5, 33.5], atol=0.3)
+
+
+def test_direction_error_after_best_rotation():
+    from bench.bench_real import direction_error
+
+    rng = np.random.default_rng(1)
+    gt = rng.normal(size=(10, 3))
+    gt /= np.linalg.norm(gt, axis=1, keepdims=True)
+    c, s = np.cos(1.0), np.sin(1.0)
+    R = np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    assert direction_error(2.0 * gt @ R.T, gt) == pytest.approx(0.0, abs=1e-6)
+    flipped = gt.copy()
+    flipped[0] *= -1  # one direction reversed: large error for it alone
+    assert 0 < direction_error(flipped, gt) < 180
