@@ -114,7 +114,7 @@ def tapvid_metrics(xy: np.ndarray, visible: np.ndarray, gt_xy: np.ndarray, gt_vi
 def camera_ate(est: np.ndarray, gt: np.ndarray, registered: np.ndarray | None = None) -> dict[str, Any]:
     """Camera-centre ATE of ``est`` [T, 3] against ``gt`` [T, 3] after Sim(3) alignment.
 
-    Only ``registered`` [T] frames are aligned and measured. Returns the RMSE in ground-truth
+    Only ``registered`` [T] frames are aligned and measured (None with fewer than 3). Returns the RMSE in ground-truth
     units, as % of the ground-truth path length (over all T frames), the path length, the
     alignment scale, and the rotation ``R`` of the alignment. An estimate that does not move
     (a static camera) is aligned by translation only.
@@ -124,7 +124,7 @@ def camera_ate(est: np.ndarray, gt: np.ndarray, registered: np.ndarray | None = 
     reg = np.ones(len(gt), bool) if registered is None else np.asarray(registered, bool)
     path = float(np.linalg.norm(np.diff(gt, axis=0), axis=1).sum())
     x, y = np.asarray(est, np.float64)[reg], np.asarray(gt, np.float64)[reg]
-    if len(x) < 2:
+    if len(x) < 3:  # two centres align exactly whatever they are
         return {"ate_m": None, "ate_pct_path": None, "path_m": path, "scale": None, "R": None}
     try:
         sim = umeyama(x, y)
