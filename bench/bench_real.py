@@ -473,15 +473,17 @@ def summarise(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out["tracking"]["delta_avg_gain"] = mean([r["delta_avg_gain"] for r in tr])
         out["tracking"]["clips"] = len(tr)
     for part in ("cameras", "colmap"):
-        cs = [r[part] for r in rows if part in r]
+        cs = [r[part] for r in rows if part in r and "failed" not in r[part]]
         if cs:
-            moving = [c for c in cs if c["camera_moves"]]
+            # ATE over the registered frames means something only where most frames are
+            moving = [c for c in cs if c["camera_moves"] and c["registered"] >= 0.5 * c["frames"]]
             out[part] = {"ate_pct_path_moving_cameras": mean([c["ate_pct_path"] for c in moving]),
                          "ate_m_all": mean([c["ate_m"] for c in cs]),
                          "fwd_err_deg": mean([c["fwd_err_deg"] for c in cs]),
                          "all_registered": all(c["all_registered"] for c in cs),
                          "registered_fraction": mean([c["registered"] / c["frames"] for c in cs]),
-                         "clips": len(cs), "clips_moving_camera": len(moving)}
+                         "clips": len(cs), "clips_in_ate_mean": len(moving),
+                         "ate_mean_over": "clips whose camera moves, with at least half their frames registered"}
     ms = [r["masks"] for r in rows if "masks" in r]
     if ms:
         out["masks"] = {k: mean([m[k] for m in ms]) for k in ("recall", "area_ratio", "area_ratio_object_hulls",
