@@ -261,24 +261,44 @@ def stage_figures(work: Path) -> dict[str, Any]:
 
 
 def preprocess(video: Path, work: Path, long_side: int, max_frames: int | None) -> dict[str, Any]:
-    """``dynrec preprocess VIDEO -o WORK --offline --long-side N`` (resumes a done work dir)."""
+    """``dynrec preprocess VIDEO -o WORK --offline --long-side N`` (resumes a done work dir).
+    A failed stage is recorded (``failed``); the stages done before it can still be measured."""
     args = ["preprocess", video, "-o", work, "--offline", "--long-side", long_side]
     if max_frames:
         args += ["--max-frames", max_frames]
-    wall = dynrec(*args)
+    out: dict[str, Any] = {"command": "dynrec " + " ".join(map(str, args[:1] + [video.name] + args[2:3] + ["W"]
+                                                              + args[4:]))}
+    t0 = time.perf_counter()
+    try:
+        dynrec(*args)
+    except RuntimeError as err:
+        out["failed"] = _last_error(str(err))
+    out["wall_s"] = round(time.perf_counter() - t0, 1)
+    if not work.is_dir():
+        return out
     ms = manifests(work)
     info = {k: ms[k]["info"] for k in ("tracks", "masks", "cameras") if k in ms}
-    return {"command": "dynrec " + " ".join(map(str, args[:1] + [video.name] + args[2:3] + ["W"] + args[4:])),
-            "wall_s": round(wall, 1), **stage_figures(work),
-            "tracks": {k: info["tracks"].get(k) for k in ("tracks", "moving_tracks", "visible_fraction")},
-            "masks": {k: info["masks"].get(k) for k in ("subject", "moving_tracks", "foreground_fraction")
-                      if k in info["masks"]},
-            "cameras_method": info["cameras"].get("method")}
+    out.update(stage_figures(work))
+    if "tracks" in info:
+        out["tracks"] = {k: info["tracks"].get(k) for k in ("tracks", "moving_tracks", "visible_fraction")}
+    if "masks" in info:
+        out["masks"] = {k: info["masks"].get(k) for k in ("subject", "moving_tracks", "foreground_fraction",
+                                                          "empty_frames") if k in info["masks"]}
+    if "cameras" in info:
+        out["cameras_method"] = info["cameras"].get("method")
+    return out
 
 
-def reconstruct(work: Path) -> dict[str, Any]:
+def _last_error(text: str) -> str:
+    """The ``error: ...`` line of a failed dynrec command, else its last non-empty line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or ["failed"])[-1]
+
+
+def reconstruct(work: Path, threads: int | None = None) -> dict[str, Any]:
     sets = [a for s in CPU_SETTINGS for a in ("--set", s)]
-    wall = dynrec("reconstruct", work, *sets, threads=None)
+    wall = dynrec("reconstruct", work, *sets, threads=threads)
     m = manifests(work)["recon"]
     figs = stage_figures(work)
     return {"command": "dynrec reconstruct W " + " ".join(sets), "wall_s": round(wall, 1),
@@ -462,7 +482,12 @@ def summarise(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return round(float(np.mean(vals)), 4) if vals else None
 
     rows = list(clips.values())
-    tr = [r["tracking"] for r in rows if "tracking" in r]
+    failed = {f"{k}/{p}": v[p]["failed"] for k, v in clips.items() for p in (*PARTS, "preprocess", "recon")
+              if isinstance(v.get(p), dict) and "failed" in v[p]}
+    def done(part: str) -> list[dict[str, Any]]:
+        return [r[part] for r in rows if part in r and "failed" not in r[part] and "skipped" not in r[part]]
+
+    tr = done("tracking")
     out: dict[str, Any] = {"clips": len(rows)}
     if tr:
         out["tracking"] = {k: mean([r[a][m] for r in tr]) for k, a, m in (
@@ -473,7 +498,7 @@ def summarise(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
         out["tracking"]["delta_avg_gain"] = mean([r["delta_avg_gain"] for r in tr])
         out["tracking"]["clips"] = len(tr)
     for part in ("cameras", "colmap"):
-        cs = [r[part] for r in rows if part in r and "failed" not in r[part]]
+        cs = done(part)
         if cs:
             # ATE over the registered frames means something only where most frames are
             moving = [c for c in cs if c["camera_moves"] and c["registered"] >= 0.5 * c["frames"]]
@@ -484,12 +509,12 @@ def summarise(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
                          "registered_fraction": mean([c["registered"] / c["frames"] for c in cs]),
                          "clips": len(cs), "clips_in_ate_mean": len(moving),
                          "ate_mean_over": "clips whose camera moves, with at least half their frames registered"}
-    ms = [r["masks"] for r in rows if "masks" in r]
+    ms = done("masks")
     if ms:
         out["masks"] = {k: mean([m[k] for m in ms]) for k in ("recall", "area_ratio", "area_ratio_object_hulls",
                                                                "recall_pooled")}
         out["masks"]["clips"] = len(ms)
-    rc = [r["recon"] for r in rows if "recon" in r]
+    rc = done("recon")
     if rc:
         out["recon"] = {"train_psnr": mean([r["train_psnr"] for r in rc]),
                         "peak_rss_mb": max((r["peak_rss_mb"] or 0) for r in rc), "clips": len(rc)}
@@ -505,6 +530,8 @@ def summarise(clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
     if "recon" in out:
         met["train_psnr"] = (out["recon"]["train_psnr"] or 0) >= TARGETS["train_psnr"]
     out["targets_met"] = met
+    if failed:
+        out["failed"] = failed
     return out
 
 
@@ -521,13 +548,23 @@ def machine() -> dict[str, Any]:
     return {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "opencv": cv2.__version__,
             "opencv_threads": cv2.getNumThreads(), "pycolmap": colmap,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "recon_threads": "the machine's (OMP_NUM_THREADS unset for dynrec reconstruct)"}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 def peak_memory() -> dict[str, float]:
     return {"bench_process_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "largest_subprocess_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}
+
+
+def _measure(row: dict[str, Any], name: str, fn: Any, *fargs: Any, **extra: Any) -> bool:
+    """``row[name] = {**fn(*fargs), **extra}``; a failure is recorded as ``{"failed": ...}``."""
+    try:
+        row[name] = {**fn(*fargs), **extra}
+        return True
+    except Exception as err:  # noqa: BLE001 - a failure is a figure too
+        row[name] = {"failed": _last_error(f"{type(err).__name__}: {err}"), **extra}
+        print(f"  {name} failed: {row[name]['failed']}", flush=True)
+        return False
 
 
 def run_clip(clip: Path, work: Path, parts: list[str], args: argparse.Namespace,
@@ -536,58 +573,67 @@ def run_clip(clip: Path, work: Path, parts: list[str], args: argparse.Namespace,
     truth = load_truth(clip)
     settings = {"long_side": args.long_side, "max_frames": args.max_frames}
     if "tracking" in parts:
-        row["tracking"] = {**part_tracking(clip, truth, args.max_frames), "max_frames": args.max_frames}
-        t = row["tracking"]
-        print(f"{clip.stem} tracking: offline delta_avg {t['offline']['delta_avg']:.3f} survival "
-              f"{t['offline']['survival']:.3f} | plain LK {t['plain_lk']['delta_avg']:.3f} / "
-              f"{t['plain_lk']['survival']:.3f} ({t['offline']['seconds']} s / {t['plain_lk']['seconds']} s)",
-              flush=True)
+        if _measure(row, "tracking", part_tracking, clip, truth, args.max_frames, max_frames=args.max_frames):
+            t = row["tracking"]
+            print(f"{clip.stem} tracking: offline delta_avg {t['offline']['delta_avg']:.3f} survival "
+                  f"{t['offline']['survival']:.3f} | plain LK {t['plain_lk']['delta_avg']:.3f} / "
+                  f"{t['plain_lk']['survival']:.3f} ({t['offline']['seconds']} s / {t['plain_lk']['seconds']} s)",
+                  flush=True)
         yield
     if any(p in parts for p in ("cameras", "colmap", "masks")) or args.recon:
         row["preprocess"] = {**preprocess(clip, work, args.long_side, args.max_frames), **settings}
-        print(f"{clip.stem} preprocess: {row['preprocess']['seconds']}", flush=True)
+        print(f"{clip.stem} preprocess: {row['preprocess'].get('seconds')} {row['preprocess'].get('failed', '')}",
+              flush=True)
     if "cameras" in parts:
-        row["cameras"] = {**part_cameras(work, truth), **settings}
-        c = row["cameras"]
-        print(f"{clip.stem} cameras ({c['method']}): ATE {_fmt(c['ate_pct_path'], '.2f')}% of path "
-              f"({_fmt(c['ate_m'], '.4f')} m), {c['registered']}/{c['frames']} registered", flush=True)
+        if _measure(row, "cameras", part_cameras, work, truth, **settings):
+            c = row["cameras"]
+            print(f"{clip.stem} cameras ({c['method']}): ATE {_fmt(c['ate_pct_path'], '.2f')}% of path "
+                  f"({_fmt(c['ate_m'], '.4f')} m), {c['registered']}/{c['frames']} registered", flush=True)
         yield
     if "colmap" in parts:
-        try:
-            row["colmap"] = {**part_colmap(work, truth), **settings}
-        except Exception as err:  # noqa: BLE001 - a failure is a figure too
-            row["colmap"] = {"failed": f"{type(err).__name__}: {err}"}
-        c = row["colmap"]
-        if "failed" not in c:
+        if _measure(row, "colmap", part_colmap, work, truth, **settings):
+            c = row["colmap"]
             print(f"{clip.stem} plain pycolmap: ATE {_fmt(c['ate_pct_path'], '.2f')}% of path, "
                   f"{c['registered']}/{c['frames']} registered ({c['seconds']} s)", flush=True)
         yield
     if "masks" in parts:
-        row["masks"] = {**part_masks(work, truth), **settings}
-        m = row["masks"]
-        print(f"{clip.stem} masks: recall {_fmt(m['recall'])} area/hull {_fmt(m['area_ratio'], '.2f')} "
-              f"(per-object hulls {_fmt(m['area_ratio_object_hulls'], '.2f')})", flush=True)
+        if _measure(row, "masks", part_masks, work, truth, **settings):
+            m = row["masks"]
+            print(f"{clip.stem} masks: recall {_fmt(m['recall'])} area/hull {_fmt(m['area_ratio'], '.2f')} "
+                  f"(per-object hulls {_fmt(m['area_ratio_object_hulls'], '.2f')})", flush=True)
         yield
     if args.inspect or args.recon:
-        dynrec("inspect", work)
-        row["inspect"] = sorted(str(p) for p in (work / "inspect").glob("*.png"))
+        _inspect(work, row)
     if args.recon:
-        row["recon"] = {**reconstruct(work), **settings}
-        print(f"{clip.stem} recon: train PSNR {_fmt(row['recon']['train_psnr'], '.2f')} dB, peak "
-              f"{row['recon']['peak_rss_mb']} MB, {row['recon']['wall_s']} s", flush=True)
+        _recon(work, row, args, clip.name, **settings)
     yield
+
+
+def _inspect(work: Path, row: dict[str, Any]) -> None:
+    try:
+        dynrec("inspect", work)
+    except RuntimeError as err:
+        row["inspect_failed"] = _last_error(str(err))
+    row["inspect"] = sorted(str(p) for p in (work / "inspect").glob("*.png"))
+
+
+def _recon(work: Path, row: dict[str, Any], args: argparse.Namespace, name: str, **extra: Any) -> None:
+    if "failed" in row.get("preprocess", {}):
+        row["recon"] = {"skipped": f"preprocess failed: {row['preprocess']['failed']}", **extra}
+        return
+    if _measure(row, "recon", reconstruct, work, args.recon_threads, **extra):
+        print(f"{name} recon: train PSNR {_fmt(row['recon']['train_psnr'], '.2f')} dB, peak "
+              f"{row['recon']['peak_rss_mb']} MB, {row['recon']['wall_s']} s", flush=True)
 
 
 def run_video(video: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     row: dict[str, Any] = {"preprocess": {**preprocess(video, work, args.long_side, args.max_frames),
                                           "long_side": args.long_side, "max_frames": args.max_frames}}
-    dynrec("inspect", work)
-    row["inspect"] = sorted(str(p) for p in (work / "inspect").glob("*.png"))
-    print(f"{video.name}: {row['preprocess']['masks']} sheets {row['inspect']}", flush=True)
+    _inspect(work, row)
+    print(f"{video.name}: masks {row['preprocess'].get('masks')} {row['preprocess'].get('failed', '')}; "
+          f"sheets {row['inspect']}", flush=True)
     if args.recon:
-        row["recon"] = reconstruct(work)
-        print(f"{video.name} recon: train PSNR {_fmt(row['recon']['train_psnr'], '.2f')} dB, peak "
-              f"{row['recon']['peak_rss_mb']} MB", flush=True)
+        _recon(work, row, args, video.name)
     return row
 
 
@@ -598,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--long-side", type=int, default=160)
     ap.add_argument("--recon", action="store_true", help="also reconstruct (CPU schedule; minutes per clip)")
+    ap.add_argument("--recon-threads", type=int, default=None,
+                    help="OMP_NUM_THREADS of the reconstruction (default: the machine's)")
     ap.add_argument("--inspect", action="store_true", help="write dynrec inspect sheets for the clips too")
     ap.add_argument("--videos", action="store_true", help="../shared/videos/*.mp4 instead of the real clips")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "benchreal",
@@ -623,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
 
     def write() -> None:
-        result["machine"] = machine()
+        result["machine"] = {**machine(), "recon_threads": args.recon_threads or f"the machine's ({os.cpu_count()})"}
         result["peak_memory"] = peak_memory()
         if result.get("clips"):
             result["mean"] = summarise(result["clips"])
