@@ -36,6 +36,7 @@ from dynrec.model.himor import GlobalBases, MotionLRs, MotionTree, TreeConfig, k
 from dynrec.model.restore import restore_scene
 from dynrec.model.scene import DynamicScene
 from dynrec.model.sirenpose import KeypointAnchors, SirenResidual, sirenpose_loss, track_guess
+from dynrec.model.timing import StepTimer
 from dynrec.stages.base import StageContext, StageSpec
 from dynrec.stages.gt import heldout_cameras, heldout_external, load_gt
 
@@ -298,7 +299,8 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(params.seed)  # CPU: frame sampling, density noise
         self.device = data.images.device
         self._knn: list[torch.Tensor] = []
-        self._views: list[tuple[dict, torch.Tensor]] = []
+        self._views: list[tuple[dict, torch.Tensor, int]] = []  # (info, ids, cameras) of this step's render
+        self.timer = StepTimer(self.device)
         self.density = density_control(params, data) if params.gaussian_densify else None
         if params.keypoint_loss and (data.keypoints is None or not params.keypoints):
             why = "recon.keypoints is off" if not params.keypoints else "the keypoints input has no keypoints"
@@ -374,18 +376,30 @@ class Trainer:
 
         Terms whose weight is 0 are not computed (:func:`dynrec.model.losses.weighted_sum`).
         """
+        d, scene, timer = self.data, self.scene, self.timer
+        W, H = d.size
+        B = len(ts)
+        with timer.part("deform"):
+            w2c = self.w2c(ts)
+            fg_means, fg_quats = scene.deform_foreground(ts)  # [B, Gf, ·]: all frames at once
+            pts = scene.deform_points(d.track_canonical, torch.cat([ts - 1, ts, ts + 1]).clamp(0, d.T - 1),
+                                      "tracks")
+        with timer.part("rasterize"):
+            out = scene.render_frames(fg_means, fg_quats, d.K[ts], w2c, W, H)  # one call for the B frames
+        rgb, fg, depth = out.rgb, out.fg, out.depth
+        if self.density is not None and torch.is_grad_enabled():
+            out.info["means2d"].retain_grad()
+            self._views = [(out.info, out.ids, B)]
+        with timer.part("losses"):
+            return self._loss_terms(ts, w2c, rgb, fg, depth, pts)
+
+    def _loss_terms(self, ts: torch.Tensor, w2c: torch.Tensor, rgb: torch.Tensor, fg: torch.Tensor,
+                    depth: torch.Tensor, pts: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted terms of :meth:`losses` from the renders ``rgb`` [B, H, W, 3], ``fg``,
+        ``depth`` [B, H, W, 1] and the track points ``pts`` [3B, P, 3] at frames ts-1, ts, ts+1."""
         d, scene, p = self.data, self.scene, self.params
         W, H = d.size
-        w2c = self.w2c(ts)
-        fg_means, fg_quats = scene.deform_foreground(ts)
-        out = [scene.render(t, fg_means[b], fg_quats[b], d.K[t], w2c[b], W, H) for b, t in enumerate(ts.tolist())]
-        rgb, fg, depth = (torch.stack([getattr(o, k) for o in out]) for k in ("rgb", "fg", "depth"))
-        if self.density is not None and torch.is_grad_enabled():
-            for o in out:
-                o.info["means2d"].retain_grad()
-            self._views = [(o.info, o.ids) for o in out]
         B = len(ts)
-        pts = scene.deform_points(d.track_canonical, torch.cat([ts - 1, ts, ts + 1]).clamp(0, d.T - 1), "tracks")
         cur = pts[B:2 * B]
         xy, z = project_points(cur, d.K[ts][:, None], w2c[:, None])
         vis = d.track_visible[:, ts].T
@@ -469,8 +483,8 @@ class Trainer:
             return
         g = self.scene.gaussians
         W, H = self.data.size
-        for info, ids in self._views:
-            self.density.accumulate(info["means2d"], info["radii"], ids, len(g), W, H, len(self._views))
+        for info, ids, n_views in self._views:  # one render of the step's B frames, averaged in the loss
+            self.density.accumulate(info["means2d"], info["radii"], ids, len(g), W, H, n_views)
         self._views = []
         if self.density.due(self.step):
             self.density.refine(g, self.opt, self.step, self.gen)
@@ -516,16 +530,20 @@ class Trainer:
                 self.scene.refresh_skinning()
             ts = torch.randperm(self.data.T, generator=self.gen, device="cpu")[: p.batch_frames].sort().values
             ts = ts.to(self.device)
+            self.timer.begin(self.step % p.log_every == p.log_every // 2)  # off the refresh steps
             total, values = self.losses(ts)
             for k, v in values.items():
                 flag = ~torch.isfinite(v.detach())
                 nonfinite[k] = nonfinite[k] | flag if k in nonfinite else flag
-            self.opt.zero_grad(set_to_none=True)
-            total.backward()
-            self.set_learning_rates()
-            self.opt.step()
-            self.step += 1
-            self.refine_gaussians()
+            with self.timer.part("backward"):
+                self.opt.zero_grad(set_to_none=True)
+                total.backward()
+            with self.timer.part("optimiser"):
+                self.set_learning_rates()
+                self.opt.step()
+                self.step += 1
+                self.refine_gaussians()
+            self.timer.end()
             checkpoint = self.step % p.checkpoint_every == 0
             if checkpoint or self.step % p.log_every == 0 or self.step == p.steps:
                 bad = [k for k, flag in nonfinite.items() if bool(flag)]
@@ -558,15 +576,17 @@ def density_control(params: ReconParams, data: Data) -> DensityControl:
 
 @torch.no_grad()
 def render_all(scene: DynamicScene, K: torch.Tensor, w2c: torch.Tensor, width: int, height: int,
-               ts: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Images [T, H, W, 3] uint8 and z-depth [T, H, W] at frames ``ts`` with cameras ``K``, ``w2c`` [T, ...]."""
+               ts: list[int], chunk: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Images [T, H, W, 3] uint8 and z-depth [T, H, W] at frames ``ts`` with cameras ``K``, ``w2c``
+    [T, ...] (aligned with ``ts``), ``chunk`` frames per rasterizer call."""
     images, depths = [], []
-    for i, t in enumerate(ts):
-        means, quats = scene.deform_foreground(torch.tensor([t], device=K.device))
-        out = scene.render(t, means[0], quats[0], K[i], w2c[i], width, height)
+    for s in range(0, len(ts), chunk):
+        frames = ts[s:s + chunk]
+        means, quats = scene.deform_foreground(torch.tensor(frames, device=K.device))
+        out = scene.render_frames(means, quats, K[s:s + len(frames)], w2c[s:s + len(frames)], width, height)
         images.append((out.rgb.clamp(0, 1) * 255).round().byte().cpu().numpy())
         depths.append(out.depth[..., 0].cpu().numpy())
-    return np.stack(images), np.stack(depths)
+    return np.concatenate(images), np.concatenate(depths)
 
 
 def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
@@ -605,7 +625,7 @@ def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
     train_psnr = psnr(images / 255.0, data.images.cpu().numpy())
     heldout = render_heldout(ctx, scene, data, frames_meta)
     return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at, "heldout": heldout,
-            **kp_info, **meta, **device_info(device)}
+            "step_time_ms": trainer.timer.summary(), **kp_info, **meta, **device_info(device)}
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
