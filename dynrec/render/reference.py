@@ -575,7 +575,9 @@ class _Composite(torch.autograd.Function):
             v_slots, v_b = _block_backward(
                 blk, geo, colors, bg_tiles[blk.tiles], gO_tiles[blk.tiles], gA_tiles[blk.tiles], ws
             )
-            v_all.index_add_(0, blk.gid.reshape(-1), v_slots.reshape(-1, 6 + D))
+            # scatter_add_: index_add_ on rows runs one small op per row on the CPU
+            gid = blk.gid.reshape(-1, 1).expand(-1, 6 + D)
+            v_all.scatter_add_(0, gid, v_slots.reshape(-1, 6 + D))
             v_bg.index_add_(0, image_of[blk.tiles], v_b)
         v_bg.index_add_(0, image_of[uncovered], gO_tiles[uncovered].sum(dim=1))
         grads = (v_all[:, 0:2], v_all[:, 2:5], v_all[:, 5], v_all[:, 6:], v_bg)
