@@ -41,7 +41,10 @@ def check_gsplat() -> Any:
     try:
         import gsplat
     except ImportError as exc:
-        raise DynrecError(f"CUDA rendering needs gsplat, which is not installed: {GPU_HELP}.") from exc
+        if getattr(exc, "name", None) in ("gsplat", None) and "gsplat" in str(exc):
+            raise DynrecError(f"CUDA rendering needs gsplat, which is not installed: {GPU_HELP}.") from exc
+        raise DynrecError(f"gsplat is installed but cannot be imported ({type(exc).__name__}: {exc}): "
+                          f"{GPU_HELP}.") from exc
     try:
         from gsplat.cuda._backend import _C  # triggers the JIT build when no compiled module exists
     except Exception as exc:

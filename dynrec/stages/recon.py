@@ -15,7 +15,7 @@ and writes them to ``recon/cameras``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,10 +68,17 @@ class ReconParams:
     ``camera_refine``: learn per-frame SE(3) corrections of the input cameras, regularised
     toward them with weight ``camera_reg``. ``lr_anchors``, ``lr_siren``, ``lr_camera`` are
     Adam learning rates (times ``lr_scale``).
+
+    ``schedule``: auto | cpu | gpu picks the values of ``steps``, ``batch_frames``,
+    ``lr_scale``, ``lr_final`` and ``gaussian_densify`` that are not set (None) from
+    :data:`SCHEDULES`; ``auto`` is ``gpu`` on CUDA and ``cpu`` otherwise. The stage's key
+    hashes the resolved values (:func:`resolve_schedule`), so a CPU and a GPU run never
+    share a result.
     """
 
-    steps: int = 2000
-    batch_frames: int = 2
+    schedule: str = "auto"
+    steps: int | None = None
+    batch_frames: int | None = None
     motion: str = "himor"
     levels: int = 2
     level2_at: float = 0.5
@@ -81,14 +88,14 @@ class ReconParams:
     densify_until: float = 0.5
     densify_threshold: float = 0.05
     densify_max_new: int = 10
-    gaussian_densify: bool = True
+    gaussian_densify: bool | None = None
     gaussian_densify_from: float = 0.1
     gaussian_densify_until: float = 0.7
     gaussian_densify_every: int = 50
     gaussian_grow_grad2d: float = 2e-4
     max_gaussians: int = 200_000
-    lr_scale: float = 1.0
-    lr_final: float = 1.0
+    lr_scale: float | None = None
+    lr_final: float | None = None
     init_opacity: float = 0.5
     checkpoint_every: int = 100
     log_every: int = 10
@@ -125,8 +132,34 @@ class ReconParams:
         return self.sirenpose in ("siren", "full")
 
 
+#: Default optimisation schedules per device (fields of :class:`ReconParams` left unset).
+#: ``cpu``: few steps, so learning rates start 5x the paper's and decay 20x, and density
+#: control is off (at this length clones cost more than they give): ``synth small`` in
+#: minutes on 2 cores (bench/results/recon.json). ``gpu``: HiMoR Appendix B.2's rates held
+#: constant, 3DGS density control on, more steps and frames per step.
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "cpu": {"steps": 600, "batch_frames": 2, "lr_scale": 5.0, "lr_final": 0.05, "gaussian_densify": False},
+    "gpu": {"steps": 3000, "batch_frames": 4, "lr_scale": 1.0, "lr_final": 1.0, "gaussian_densify": True},
+}
+
+
+def resolve_schedule(params: ReconParams, device: torch.device | str) -> ReconParams:
+    """``params`` as they run on ``device``: ``schedule`` made concrete (``auto``: ``gpu`` on
+    CUDA, else ``cpu``) and every unset schedule field taken from :data:`SCHEDULES`; values
+    set explicitly win. Idempotent."""
+    name = params.schedule
+    if name == "auto":
+        name = "gpu" if torch.device(device).type == "cuda" else "cpu"
+    if name not in SCHEDULES:
+        raise DynrecError(f"recon.schedule must be auto, {' or '.join(SCHEDULES)}, got '{params.schedule}'")
+    fills = {k: v for k, v in SCHEDULES[name].items() if getattr(params, k) is None}
+    return replace(params, schedule=name, **fills)
+
+
 def check_params(params: ReconParams) -> None:
     """Errors that name the setting, before any work."""
+    if params.schedule not in ("auto", *SCHEDULES):
+        raise DynrecError(f"recon.schedule must be auto, {' or '.join(SCHEDULES)}, got '{params.schedule}'")
     if params.levels not in (1, 2):
         raise DynrecError(f"recon.levels must be 1 or 2, got {params.levels}")
     if params.motion not in MOTIONS:
@@ -292,9 +325,11 @@ class Trainer:
 
     def __init__(self, scene: DynamicScene, data: Data, params: ReconParams, ckpt: Path):
         check_params(params)
+        params = resolve_schedule(params, data.images.device)
         self.scene, self.data, self.params, self.ckpt = scene, data, params, ckpt
         self.weights = _loss_weights(params)
         self.step = 0
+        self.saved_step = 0  # step of the last checkpoint written or resumed from (0: none)
         self.level2_done = False
         self.gen = torch.Generator().manual_seed(params.seed)  # CPU: frame sampling, density noise
         self.device = data.images.device
@@ -501,6 +536,7 @@ class Trainer:
         tmp = self.ckpt.with_suffix(".partial")
         torch.save(state, tmp)
         tmp.replace(self.ckpt)
+        self.saved_step = self.step
 
     def resume(self) -> bool:
         if not self.ckpt.exists():
@@ -511,6 +547,7 @@ class Trainer:
             if module is not None:
                 module.load_state_dict(state[name])
         self.step, self.level2_done = int(state["step"]), bool(state["level2_done"])
+        self.saved_step = self.step
         self._build_optimizer()
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
@@ -589,12 +626,45 @@ def render_all(scene: DynamicScene, K: torch.Tensor, w2c: torch.Tensor, width: i
     return np.concatenate(images), np.concatenate(depths)
 
 
+def out_of_memory_message(trainer: Trainer | None, data: Data, params: ReconParams, device: torch.device) -> str:
+    """What to do when CUDA runs out of memory: the knobs, and what was kept."""
+    W, H = data.size
+    where = f"at step {trainer.step} " if trainer is not None else "before training "
+    count = len(trainer.scene.gaussians) if trainer is not None else len(data.lift.fg_points) + len(data.lift.bg_points)
+    total = ""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        total = f" ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
+    kept = (f"the last checkpoint (step {trainer.saved_step}) is kept and a rerun with the same settings resumes "
+            "from it" if trainer is not None and trainer.saved_step else "no checkpoint was written yet")
+    return (f"recon: CUDA ran out of memory {where}with {count} Gaussians, {W}x{H} pixels and "
+            f"{params.batch_frames} frames per step{total}. Lower what a step holds: fewer frames per step "
+            f"(--set recon.batch_frames={max(1, (params.batch_frames or 2) // 2)}), a lower resolution "
+            "(--set frames.long_side=..., which redoes preprocessing), or a smaller Gaussian cap "
+            f"(--set recon.max_gaussians=...); {kept} (changed settings start over).")
+
+
 def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
     check_params(params)
-    torch.manual_seed(params.seed)
     device = torch.device(ctx.device)
+    params = resolve_schedule(params, device)
+    if device.type == "cuda":  # before any work: a missing gsplat or nvcc is named at once
+        from dynrec.render.gsplat_backend import check_gsplat
+
+        check_gsplat()
+    torch.manual_seed(params.seed)
     data = load_data(ctx, device)
-    trainer = Trainer(build_scene(data.lift, params, device), data, params, ctx.checkpoints / "state.pt")
+    trainer: Trainer | None = None
+    try:
+        trainer = Trainer(build_scene(data.lift, params, device), data, params, ctx.checkpoints / "state.pt")
+        return _train_and_write(ctx, trainer, params, data, device)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise DynrecError(out_of_memory_message(trainer, data, params, device)) from exc
+
+
+def _train_and_write(ctx: StageContext, trainer: Trainer, params: ReconParams, data: Data,
+                     device: torch.device) -> dict[str, Any]:
+    """Optimise (resuming from a checkpoint), then write the model, renders and tracks."""
     resumed_at = trainer.step if trainer.resume() else 0
     if resumed_at:
         ctx.console.print(f"  recon: resuming from the checkpoint at step {resumed_at}")
@@ -705,4 +775,5 @@ def render_heldout(ctx: StageContext, scene: DynamicScene, data: Data, frames_me
 STAGE = StageSpec(
     name="recon", version=3, upstream=("frames", "masks", "align", "tracks", "cameras", "keypoints", "lift"),
     params=ReconParams, run=run, external=heldout_external, summary="optimise Gaussians + HiMoR",
+    for_device=resolve_schedule,
 )
