@@ -109,7 +109,7 @@ def run_motion(base: Path, scene: Path, motion: str, sets: list[str], root: Path
     """Reconstruct and evaluate a copy of the work dir with ``motion`` using the dynrec of
     checkout ``root`` (None: this one); one row of the results."""
     work = base / f"work-{motion}{label}"
-    shutil.copytree(base / "work", work)
+    shutil.copytree(base / f"work{label}", work)
     env = code_env(root, threads)
     args = ["reconstruct", str(work), "--motion", motion, *[a for s in sets for a in ("--set", s)]]
     wall, _ = dynrec(*args, env=env, root=root)
@@ -163,8 +163,13 @@ def main(argv: list[str] | None = None) -> None:
         synth_s, _ = dynrec("synth", str(scene), "--preset", "small", "--seed", str(SEED), env=env)
         prep_s, _ = dynrec("preprocess", str(scene / "video.mp4"), "-o", str(base / "work"), "--gt", str(scene),
                            env=env)
-        baseline = [run_motion(base, scene, m, sets, args.baseline.resolve(), args.threads, "-baseline")
-                    for m in args.motions.split(",")] if args.baseline else []
+        baseline = []
+        if args.baseline:  # its own preprocessing: configs written by one version may not load in another
+            root = args.baseline.resolve()
+            dynrec("preprocess", str(scene / "video.mp4"), "-o", str(base / "work-baseline"), "--gt", str(scene),
+                   env=code_env(root, args.threads), root=root)
+            baseline = [run_motion(base, scene, m, sets, root, args.threads, "-baseline")
+                        for m in args.motions.split(",")]
         rows = [run_motion(base, scene, m, sets, None, args.threads) for m in args.motions.split(",")]
     by_motion = {r["motion"]: r for r in rows}
     result: dict[str, Any] = {
