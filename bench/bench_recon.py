@@ -113,7 +113,7 @@ def run_motion(base: Path, scene: Path, motion: str, sets: list[str], root: Path
     env = code_env(root, threads)
     args = ["reconstruct", str(work), "--motion", motion, *[a for s in sets for a in ("--set", s)]]
     wall, _ = dynrec(*args, env=env, root=root)
-    dynrec("evaluate", str(work), "--metrics", EVAL_METRICS, "--no-video")
+    dynrec("evaluate", str(work), "--metrics", EVAL_METRICS, "--no-video", env=env, root=root)
     report = json.loads((work / "eval" / "metrics.json").read_text())
     manifest = json.loads((work / "recon" / "manifest.json").read_text())
     info = manifest["info"]
