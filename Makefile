@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 DEMO ?= demo
 
-.PHONY: setup test test-fast bench demo lint clean
+.PHONY: setup test test-fast bench gpu-check demo lint clean
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,14 @@ test-fast:
 
 bench:
 	$(BIN)/python -m bench
+
+# On a machine with one CUDA GPU (its python3 holding a CUDA torch): gsplat from wheel files
+# when there is no internet (WHEELS="gsplat-1.5.3-py3-none-any.whl av-....whl ..."), CUDA tests,
+# rasterizer timing at 480p, synth small reconstructed with the GPU schedule; writes
+# bench/results/gpu.json in under 10 minutes. Exits with 2 and a message without CUDA.
+GPU_PY ?= python3
+gpu-check:
+	$(GPU_PY) bench/gpu_check.py $(foreach w,$(WHEELS),--wheel $(w))
 
 lint:
 	$(BIN)/ruff check dynrec tests bench

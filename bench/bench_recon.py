@@ -1,12 +1,18 @@
 """Reconstruction quality and time on ``dynrec synth --preset small`` through the gt backends.
 
 Run ``python -m bench.bench_recon`` from the repository root (``--steps N`` to override the
-default schedule, ``--motions himor,global-bases``). It makes the scene and a preprocessed
-work dir in a temporary folder, then for each motion model runs ``dynrec reconstruct`` as a
-subprocess (its wall time is what is reported) and ``dynrec evaluate``, and writes
-``bench/results/recon.json``: wall time, training-view PSNR, held-out PSNR / SSIM (whole
-image, and masked by co-visibility as DyCheck's mPSNR / mSSIM), 3D track EPE and PCK-T, with
-the machine (cores, torch version and threads) and the exact commands.
+default schedule, ``--motions himor,global-bases``, ``--threads N`` to fix torch's threads).
+It makes the scene and a preprocessed work dir in a temporary folder, then for each motion
+model runs ``dynrec reconstruct`` as a subprocess (its wall time is what is reported) and
+``dynrec evaluate``, and writes ``bench/results/recon.json``: wall time, the training step's
+time per part (deform / rasterize / losses / backward / optimiser, from the recon manifest),
+peak memory, training-view PSNR, held-out PSNR / SSIM (whole image, and masked by
+co-visibility as DyCheck's mPSNR / mSSIM), 3D track EPE and PCK-T, with the machine (cores,
+torch version and threads) and the exact commands.
+
+``--baseline DIR`` (another checkout of dynrec, e.g. the main branch) reconstructs the same
+work dir with that code first, back to back with this checkout's run under the same
+settings, and reports the speed-up beside both rows' quality.
 
 Targets (issue 3): ≤ 10 min on 2 cores, training PSNR ≥ 28 dB, held-out PSNR ≥ 22 dB,
 ``himor`` below ``global-bases`` on EPE at equal steps.
@@ -35,6 +41,7 @@ if __package__ in (None, ""):
 from dynrec.artifacts import Frames
 from dynrec.metrics import psnr, ssim
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "recon.json"
 SEED = 0
 MOTIONS = ("himor", "global-bases")
@@ -45,11 +52,33 @@ TARGETS = {"wall_s": 600.0, "train_psnr": 28.0, "heldout_psnr": 22.0}
 CPU_SETTINGS = ("recon.steps=600", "recon.lr_scale=5", "recon.lr_final=0.05", "recon.gaussian_densify=false")
 
 
-def dynrec(*args: str, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
-    """Run the ``dynrec`` CLI of this interpreter; returns (wall seconds, result)."""
+def code_env(root: Path | None, threads: int | None) -> dict[str, str]:
+    """Environment running the dynrec of checkout ``root`` (None: this one) with ``threads``."""
+    env = dict(os.environ)
+    if root is not None:
+        env["PYTHONPATH"] = str(root)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    return env
+
+
+def code_version(root: Path) -> str:
+    """``git describe``-like commit of checkout ``root`` (with ``+dirty`` when it has changes)."""
+    rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         check=False)
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=False)
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def dynrec(*args: str, env: dict[str, str] | None = None,
+           root: Path | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    """Run the ``dynrec`` CLI of this interpreter from checkout ``root`` (None: this one);
+    returns (wall seconds, result). ``python -m`` puts the working folder first on the path,
+    so the run starts in ``root`` for its code to be the one imported."""
     cmd = [sys.executable, "-m", "dynrec", *args]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root or ROOT, check=False)
     wall = time.perf_counter() - start
     if done.returncode not in (0, 2):
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -75,19 +104,27 @@ def metric(report: dict[str, Any], name: str) -> float | None:
     return None
 
 
-def run_motion(base: Path, scene: Path, motion: str, sets: list[str]) -> dict[str, Any]:
-    work = base / f"work-{motion}"
-    shutil.copytree(base / "work", work)
+def run_motion(base: Path, scene: Path, motion: str, sets: list[str], root: Path | None = None,
+               threads: int | None = None, label: str = "") -> dict[str, Any]:
+    """Reconstruct and evaluate a copy of the work dir with ``motion`` using the dynrec of
+    checkout ``root`` (None: this one); one row of the results."""
+    work = base / f"work-{motion}{label}"
+    shutil.copytree(base / f"work{label}", work)
+    env = code_env(root, threads)
     args = ["reconstruct", str(work), "--motion", motion, *[a for s in sets for a in ("--set", s)]]
-    wall, _ = dynrec(*args)
-    dynrec("evaluate", str(work), "--metrics", EVAL_METRICS, "--no-video")
+    wall, _ = dynrec(*args, env=env, root=root)
+    dynrec("evaluate", str(work), "--metrics", EVAL_METRICS, "--no-video", env=env, root=root)
     report = json.loads((work / "eval" / "metrics.json").read_text())
-    info = json.loads((work / "recon" / "manifest.json").read_text())["info"]
+    manifest = json.loads((work / "recon" / "manifest.json").read_text())
+    info = manifest["info"]
     row = {
         "motion": motion,
+        "code": f"{root or ROOT} @ {code_version(root or ROOT)}",
         "command": "dynrec " + " ".join(args[:1] + ["WORK"] + args[2:]),
         "wall_s": round(wall, 1),
         "steps": info["params"]["steps"],
+        "step_time_ms": info.get("step_time_ms"),
+        "peak_rss_mb": manifest.get("memory", {}).get("peak_rss_mb"),
         "gaussians": info["gaussians"],
         "train_psnr": metric(report, "psnr"),
         "train_ssim": metric(report, "ssim"),
@@ -114,19 +151,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--motions", default=",".join(MOTIONS))
     parser.add_argument("--set", dest="sets", action="append", default=[], help="extra recon setting")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON file to write")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (OMP_NUM_THREADS) of each run")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another dynrec checkout to run first on the same work dir (speed-up reported)")
     args = parser.parse_args(argv)
     sets = list(CPU_SETTINGS) + list(args.sets) + ([f"recon.steps={args.steps}"] if args.steps else [])
+    env = code_env(None, args.threads)
     with tempfile.TemporaryDirectory(prefix="dynrec-bench-") as tmp:
         base = Path(tmp)
         scene = base / "scene"
-        synth_s, _ = dynrec("synth", str(scene), "--preset", "small", "--seed", str(SEED))
-        prep_s, _ = dynrec("preprocess", str(scene / "video.mp4"), "-o", str(base / "work"), "--gt", str(scene))
-        rows = [run_motion(base, scene, m, sets) for m in args.motions.split(",")]
+        synth_s, _ = dynrec("synth", str(scene), "--preset", "small", "--seed", str(SEED), env=env)
+        prep_s, _ = dynrec("preprocess", str(scene / "video.mp4"), "-o", str(base / "work"), "--gt", str(scene),
+                           env=env)
+        baseline = []
+        if args.baseline:  # its own preprocessing: configs written by one version may not load in another
+            root = args.baseline.resolve()
+            dynrec("preprocess", str(scene / "video.mp4"), "-o", str(base / "work-baseline"), "--gt", str(scene),
+                   env=code_env(root, args.threads), root=root)
+            baseline = [run_motion(base, scene, m, sets, root, args.threads, "-baseline")
+                        for m in args.motions.split(",")]
+        rows = [run_motion(base, scene, m, sets, None, args.threads) for m in args.motions.split(",")]
     by_motion = {r["motion"]: r for r in rows}
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "recon",
         "scene": f"dynrec synth --preset small --seed {SEED}; dynrec preprocess --gt",
-        "machine": {"cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "machine": {"cores": os.cpu_count(), "torch": torch.__version__,
+                    "threads": args.threads or torch.get_num_threads(),
                     "python": platform.python_version(), "load_average_at_end": os.getloadavg()},
         "settings": sets,
         "synth_s": round(synth_s, 1),
@@ -135,6 +185,10 @@ def main(argv: list[str] | None = None) -> None:
         "heldout_target_on": "heldout_mpsnr (co-visible pixels, DyCheck); heldout_psnr is the whole image",
         "runs": rows,
     }
+    if baseline:
+        result["baseline_runs"] = baseline
+        result["speedup_vs_baseline"] = {b["motion"]: round(b["wall_s"] / by_motion[b["motion"]]["wall_s"], 2)
+                                         for b in baseline}
     if {"himor", "global-bases"} <= set(by_motion):
         h, g = by_motion["himor"]["epe_3d"], by_motion["global-bases"]["epe_3d"]
         result["himor_beats_global_bases_on_epe"] = bool(h is not None and g is not None and h < g)

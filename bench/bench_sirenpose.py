@@ -210,7 +210,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cam_rows = [r for r in args.cameras.split(",") if r]
     base = args.base or Path(tempfile.mkdtemp(prefix="bench-sirenpose-"))
     pre_sets = [f"frames.long_side={args.long_side}", f"lift.max_bg_points={args.bg_points}"]
-    params0 = recon_stage.ReconParams(steps=args.steps, lr_scale=5.0, levels=args.levels, checkpoint_every=10 ** 9)
+    # the settings of the figures in bench/results/sirenpose.json (before recon had schedules)
+    params0 = recon_stage.ReconParams(steps=args.steps, lr_scale=5.0, lr_final=1.0, batch_frames=2,
+                                      gaussian_densify=True, levels=args.levels, checkpoint_every=10 ** 9)
     for item in args.set:
         key, value = item.removeprefix("recon.").split("=", 1)
         _apply(params0, {key: value}, "--set recon")

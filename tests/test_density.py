@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from dynrec.model.density import DensityConfig, DensityControl
@@ -118,3 +119,29 @@ def test_views_averaged_in_the_loss_count_as_gsplat_cameras() -> None:
         control.accumulate(means2d, torch.ones(1, len(g), 2, dtype=torch.int32), torch.arange(len(g)), len(g),
                            W, H, n_cameras=2)
     torch.testing.assert_close(control.grad2d / control.count, torch.tensor([2.0, 2.0, 2.0, 2.0]))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batched_gsplat_render_statistics_match_default_strategy() -> None:
+    """One gsplat call with 3 cameras: ``accumulate`` gives gsplat DefaultStrategy's own
+    ``grad2d`` / ``count`` (its ``_update_state`` on the same ``meta``)."""
+    strategy_mod = pytest.importorskip("gsplat.strategy")
+    g = Gaussians.from_points(torch.randn(500, 3, generator=torch.Generator().manual_seed(0)) * 0.5
+                              + torch.tensor([0.0, 0.0, 4.0]), torch.rand(500, 3), torch.zeros(500, dtype=torch.bool),
+                              scale=0.05, opacity=0.7).cuda()
+    K = torch.tensor([[60.0, 0, 32], [0, 60.0, 24], [0, 0, 1]], device="cuda").expand(3, 3, 3)
+    views = torch.eye(4, device="cuda").repeat(3, 1, 1)
+    views[:, 0, 3] = torch.tensor([-0.2, 0.0, 0.2], device="cuda")
+    out = rasterize(g.means, g.quats, g.scales, g.opacities, g.colors, views, K, 64, 48)
+    out.info["means2d"].retain_grad()
+    (out.rgb - 0.5).square().mean().backward()
+    ours = DensityControl(DensityConfig(), scene_scale=1.0)
+    ours.accumulate(out.info["means2d"], out.info["radii"], torch.arange(500, device="cuda"), 500, 64, 48,
+                    n_cameras=3)
+    strategy = strategy_mod.DefaultStrategy()
+    state = strategy.initialize_state()
+    strategy._update_state(g.params, state, out.info, packed=False)
+    torch.testing.assert_close(ours.count, state["count"])
+    torch.testing.assert_close(ours.grad2d, state["grad2d"])
+    assert int(ours.count.max()) == 3

@@ -60,7 +60,7 @@ def _interrupted_then_resumed(ctx, params, monkeypatch, crash_at: int) -> tuple[
 
 
 def test_sirenpose_full_recon_lowers_keypoint_error_and_resumes(gt_work, tmp_path, monkeypatch):
-    params = R.ReconParams(steps=30, levels=1, node_densify=False, gaussian_densify=False, lr_scale=5.0, seed=1,
+    params = R.ReconParams(steps=30, levels=1, node_densify=False, gaussian_densify=False, lr_scale=5.0, lr_final=1.0, seed=1,
                            checkpoint_every=10, sirenpose="full")
     out = tmp_path / "recon"
     out.mkdir()
@@ -132,7 +132,7 @@ def test_camera_refinement_reduces_ate_of_perturbed_cameras(gt_work, tmp_path, m
     noisy.save(folder)
     out = tmp_path / "recon"
     out.mkdir()
-    params = R.ReconParams(steps=30, levels=1, node_densify=False, gaussian_densify=False, lr_scale=5.0,
+    params = R.ReconParams(steps=30, levels=1, node_densify=False, gaussian_densify=False, lr_scale=5.0, lr_final=1.0,
                            camera_refine=True, checkpoint_every=10)
     state, restored, info = _interrupted_then_resumed(_ctx(gt_work, out, cameras=folder), params, monkeypatch, 15)
     assert info["resumed_at"] == 10 and state["refiner"]["delta"].abs().sum() > 0  # the cameras moved

@@ -458,3 +458,98 @@ def test_empty_scene_renders_background() -> None:
     )
     torch.testing.assert_close(out.rgb, bg.expand(12, 16, 3))
     assert (out.alpha == 0).all()
+
+
+def _cameras(n: int, dtype: torch.dtype = F64) -> tuple[torch.Tensor, torch.Tensor]:
+    """n slightly different cameras: viewmats [n, 4, 4] (yawed, shifted), Ks [n, 3, 3]."""
+    views, Ks = [], []
+    for c in range(n):
+        a = 0.05 * c
+        v = torch.eye(4, dtype=dtype)
+        v[:3, :3] = torch.tensor(
+            [[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]], dtype=dtype
+        )
+        v[:3, 3] = torch.tensor([0.1 - 0.05 * c, -0.05, 0.2 + 0.1 * c], dtype=dtype)
+        views.append(v)
+        Ks.append(intrinsics(36.0 + 2 * c, 35.0, 20.3, 15.8 + c, dtype))
+    return torch.stack(views), torch.stack(Ks)
+
+
+@pytest.mark.parametrize("per_camera", [True, False])
+def test_cameras_in_one_call_equal_one_call_per_camera(per_camera: bool) -> None:
+    """C cameras in one call (per-camera means / quats as a deformed foreground, or shared)
+    give each camera's one-call images, screen-space gradients, radii and input gradients."""
+    width, height, C = 40, 30, 3
+    params, _, _ = random_scene(150, width, height, seed=7)
+    means, quats, scales, opacities, colors = params
+    viewmats, Ks = _cameras(C)
+    g = torch.Generator().manual_seed(2)
+    if per_camera:  # each camera sees its own copy of the Gaussians, moved a little
+        means = means + 0.05 * torch.randn(C, *means.shape, generator=g, dtype=F64)
+        quats = quats + 0.1 * torch.randn(C, *quats.shape, generator=g, dtype=F64)
+    leaves = [t.clone().requires_grad_(True) for t in (means, quats, scales, opacities, colors)]
+    bg = torch.tensor([0.2, 0.4, 0.6], dtype=F64, requires_grad=True)
+    w = [torch.randn(C, height, width, k, generator=g, dtype=F64) for k in (3, 1, 1)]
+
+    def loss(out: RenderOutput, c: slice | int) -> torch.Tensor:
+        return (out.rgb * w[0][c]).sum() + (out.depth * w[1][c]).sum() + (out.alpha * w[2][c]).sum()
+
+    batched = rasterize(*leaves, viewmats, Ks, width, height, background=bg)
+    assert batched.rgb.shape == (C, height, width, 3) and batched.depth.shape == (C, height, width, 1)
+    assert batched.info["means2d"].shape == (C, 150, 2) and batched.info["n_cameras"] == C
+    batched.info["means2d"].retain_grad()
+    loss(batched, slice(None)).backward()
+    grads_batched = [t.grad.clone() for t in (*leaves, bg)]
+    for t in (*leaves, bg):
+        t.grad = None
+    for c in range(C):
+        pick = [t[c] if per_camera and k < 2 else t for k, t in enumerate(leaves)]
+        one = rasterize(*pick, viewmats[c], Ks[c], width, height, background=bg)
+        one.info["means2d"].retain_grad()
+        loss(one, c).backward()
+        torch.testing.assert_close(batched.rgb[c], one.rgb, rtol=0, atol=1e-12)
+        torch.testing.assert_close(batched.depth[c], one.depth, rtol=0, atol=1e-10)
+        torch.testing.assert_close(batched.alpha[c], one.alpha, rtol=0, atol=1e-12)
+        assert torch.equal(batched.info["radii"][c], one.info["radii"][0])
+        torch.testing.assert_close(batched.info["means2d"].grad[c], one.info["means2d"].grad[0], rtol=1e-9, atol=1e-9)
+    assert (batched.info["radii"] > 0).all(-1).any(-1).all()  # every camera drew something
+    for name, a, t in zip(["means", "quats", "scales", "opacities", "colors", "background"], grads_batched,
+                          (*leaves, bg)):
+        torch.testing.assert_close(a, t.grad, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_rejects_per_camera_tensors_without_cameras() -> None:
+    params, viewmat, K = random_scene(5, 16, 16)
+    with pytest.raises(ValueError, match="means"):
+        rasterize(params[0][None].expand(2, 5, 3), *params[1:], viewmat, K, 16, 16)
+    with pytest.raises(ValueError, match="K"):
+        rasterize(*params, viewmat[None].expand(2, 4, 4), K, 16, 16)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gsplat_cameras_in_one_call_match_reference_and_one_call_each() -> None:
+    """gsplat with per-camera Gaussians in its batch dim: each image as gsplat's one-camera
+    call and as the reference's (|dRGB| < 1e-3 where drawn)."""
+    pytest.importorskip("gsplat")
+    width, height, C = 96, 72, 3
+    params, _, _ = random_scene(3000, width, height, seed=12, dtype=torch.float32)
+    means, quats, scales, opacities, colors = params
+    viewmats, Ks = _cameras(C, torch.float32)
+    Ks[:, :2] *= 2.2  # 96x72 pixels
+    g = torch.Generator().manual_seed(4)
+    means = means + 0.02 * torch.randn(C, *means.shape, generator=g)
+    bg = torch.tensor([0.1, 0.2, 0.3])
+    cpu = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, background=bg)
+    cuda_args = [t.cuda() for t in (means, quats, scales, opacities, colors, viewmats, Ks)]
+    gpu = rasterize(*cuda_args, width, height, background=bg.cuda())
+    assert gpu.rgb.shape == (C, height, width, 3)
+    assert (gpu.rgb.cpu() - cpu.rgb).abs().max() < 1e-3
+    assert (gpu.alpha.cpu() - cpu.alpha).abs().max() < 1e-3
+    radii = gpu.info["radii"].reshape(C, -1, 2).cpu()
+    assert (radii != cpu.info["radii"]).any(-1).float().mean() < 0.01
+    for c in range(C):
+        one = rasterize(cuda_args[0][c], *cuda_args[1:5], cuda_args[5][c], cuda_args[6][c], width, height,
+                        background=bg.cuda())
+        torch.testing.assert_close(gpu.rgb[c], one.rgb, rtol=0, atol=1e-5)
+        assert torch.equal(radii[c], one.info["radii"][0].cpu())

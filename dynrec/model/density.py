@@ -56,26 +56,32 @@ class DensityControl:
     @torch.no_grad()
     def accumulate(self, means2d: Tensor, radii: Tensor, ids: Tensor, n: int, width: int, height: int,
                    n_cameras: int = 1) -> None:
-        """Add one view's statistics after ``backward``.
+        """Add the statistics of one render (one camera or several) after ``backward``.
 
-        ``means2d`` [1, R, 2] (the rasterizer's tensor, whose ``.grad`` is read), ``radii``
-        [1, R, 2] (0 = not drawn), ``ids`` [R]: which of the ``n`` Gaussians each rendered
-        one is. ``n_cameras``: how many views the loss averaged over. gsplat's
-        ``DefaultStrategy._update_state`` scales the gradient by ``width / 2 * n_cameras``
-        (and ``height / 2 * n_cameras``) for one batched render of ``n_cameras`` views, which
-        undoes the loss's mean over them; views rendered one by one and averaged in the loss
-        need the same factor, or ``grow_grad2d`` acts ``n_cameras`` times larger.
+        ``means2d`` [..., R, 2] (the rasterizer's tensor, whose ``.grad`` is read; [C, R, 2]
+        for C cameras, gsplat's [C, 1, R, 2] with per-camera Gaussians also works),
+        ``radii`` [..., R, 2] (0 = not drawn), ``ids`` [R]: which of the ``n`` Gaussians each
+        rendered one is. Each camera counts on its own: a Gaussian drawn by two cameras adds
+        two gradient norms and a count of 2, as gsplat's ``DefaultStrategy._update_state``.
+        ``n_cameras``: how many views the loss averaged over. gsplat scales the gradient by
+        ``width / 2 * n_cameras`` (and ``height / 2 * n_cameras``) for one batched render
+        of ``n_cameras`` views, which undoes the loss's mean over them; views averaged in
+        the loss need that factor whether rendered in one call or one by one, or
+        ``grow_grad2d`` acts ``n_cameras`` times larger.
         """
         if means2d.grad is None:
             return
         if self.grad2d is None or len(self.grad2d) != n:
             self._reset_stats(n, means2d.detach())
-        grad = means2d.grad[0].clone()
-        grad[:, 0] *= width / 2.0 * n_cameras
-        grad[:, 1] *= height / 2.0 * n_cameras
-        seen = (radii[0] > 0).all(-1)
-        self.grad2d.index_add_(0, ids[seen], grad[seen].norm(dim=-1))
-        self.count.index_add_(0, ids[seen], torch.ones_like(grad[seen, 0]))
+        R = ids.shape[0]
+        grad = means2d.grad.reshape(-1, R, 2).clone()
+        grad[..., 0] *= width / 2.0 * n_cameras
+        grad[..., 1] *= height / 2.0 * n_cameras
+        seen = (radii.reshape(-1, R, 2) > 0).all(-1)  # [C, R]
+        gs_ids = ids.expand(seen.shape[0], R)[seen]
+        norms = grad[seen].norm(dim=-1)
+        self.grad2d.index_add_(0, gs_ids, norms)
+        self.count.index_add_(0, gs_ids, torch.ones_like(norms))
 
     def due(self, step: int) -> bool:
         """Whether :meth:`refine` should run after optimisation step ``step`` (1-based)."""

@@ -1,5 +1,6 @@
 """The dynamic scene: canonical Gaussians (static background, deformed foreground) plus a
-motion model (HiMoR tree or global bases), rendered with one camera at a time.
+motion model (HiMoR tree or global bases), rendered with one camera or with the B frames of
+a training step in one rasterizer call (:meth:`DynamicScene.render_frames`).
 
 The foreground channel is rendered as a fourth colour channel, so one rasterization gives
 RGB, the foreground mask, expected depth and alpha.
@@ -21,9 +22,10 @@ from dynrec.render import rasterize
 
 @dataclass
 class Frame:
-    """One rendered frame: ``rgb`` [H, W, 3], ``fg`` [H, W, 1], ``depth`` [H, W, 1], ``alpha`` [H, W, 1];
-    ``info`` the rasterizer's; ``ids`` [G]: which Gaussian of the scene each rendered one is
-    (the rasterizer sees background first, then foreground)."""
+    """One rendered frame: ``rgb`` [H, W, 3], ``fg`` [H, W, 1], ``depth`` [H, W, 1], ``alpha`` [H, W, 1]
+    (B frames rendered together: [B, H, W, ·]); ``info`` the rasterizer's (``means2d`` /
+    ``radii`` reshape to [B, G, 2]); ``ids`` [G]: which Gaussian of the scene each rendered
+    one is (the rasterizer sees background first, then foreground)."""
 
     rgb: Tensor
     fg: Tensor
@@ -125,14 +127,34 @@ class DynamicScene(nn.Module):
                         height)
         return out.rgb, out.alpha
 
+    def _render_order(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``order`` [G]: scene index of each rendered Gaussian (background first), and the
+        background / foreground masks [G]."""
+        fg = self.gaussians.foreground
+        return torch.cat([torch.nonzero(~fg)[:, 0], torch.nonzero(fg)[:, 0]]), ~fg, fg
+
     def render(self, t: int, fg_means: Tensor, fg_quats: Tensor, K: Tensor, w2c: Tensor,
                width: int, height: int) -> Frame:
         """Render frame ``t`` with deformed foreground ``fg_means`` [Gf, 3], ``fg_quats`` [Gf, 4]."""
         g = self.gaussians
-        fg = g.foreground
-        means = torch.cat([g.means[~fg], fg_means])
-        quats = torch.cat([g.quats[~fg], fg_quats])
-        order = torch.cat([torch.nonzero(~fg)[:, 0], torch.nonzero(fg)[:, 0]])
+        order, bg, fg = self._render_order()
+        means = torch.cat([g.means[bg], fg_means])
+        quats = torch.cat([g.quats[bg], fg_quats])
+        colors = torch.cat([g.colors, fg[:, None].to(g.colors.dtype)], dim=1)[order]
+        out = rasterize(means, quats, g.scales[order], g.opacities[order], colors, w2c, K, width, height)
+        return Frame(out.rgb[..., :3], out.rgb[..., 3:4], out.depth, out.alpha, out.info, order)
+
+    def render_frames(self, fg_means: Tensor, fg_quats: Tensor, K: Tensor, w2c: Tensor,
+                      width: int, height: int) -> Frame:
+        """Render B frames in one rasterizer call: foreground ``fg_means`` [B, Gf, 3] and
+        ``fg_quats`` [B, Gf, 4] deformed to each frame, cameras ``K`` [B, 3, 3], ``w2c``
+        [B, 4, 4] -> a :class:`Frame` of [B, H, W, ·] images; frame ``b`` equals
+        :meth:`render` with ``fg_means[b]``, ``K[b]``, ``w2c[b]``."""
+        g = self.gaussians
+        order, bg, fg = self._render_order()
+        B = fg_means.shape[0]
+        means = torch.cat([g.means[bg].expand(B, -1, 3), fg_means], dim=1)
+        quats = torch.cat([g.quats[bg].expand(B, -1, 4), fg_quats], dim=1)
         colors = torch.cat([g.colors, fg[:, None].to(g.colors.dtype)], dim=1)[order]
         out = rasterize(means, quats, g.scales[order], g.opacities[order], colors, w2c, K, width, height)
         return Frame(out.rgb[..., :3], out.rgb[..., 3:4], out.depth, out.alpha, out.info, order)

@@ -73,9 +73,14 @@ class Runner:
             self._parts[name] = self._compute_key_parts(name)
         return self._parts[name]
 
+    def params(self, name: str) -> Any:
+        """The settings stage ``name`` runs with on this runner's device (its spec's
+        ``for_device``: e.g. recon's schedule), which its key hashes."""
+        return self.specs[name].for_device(self.config.stages[name], self.device)
+
     def _compute_key_parts(self, name: str) -> dict[str, Any]:
         spec = self.specs[name]
-        params = self.config.stages[name]
+        params = self.params(name)
         external = spec.external(params, self.source, self.gt)
         return {
             "stage": name,
@@ -194,7 +199,7 @@ class Runner:
         return head if head in self.specs else None
 
     def _execute(self, name: str) -> None:
-        spec, params, key = self.specs[name], self.config.stages[name], self.key(name)
+        spec, params, key = self.specs[name], self.params(name), self.key(name)
         tmp = self.work.prepare_tmp(name, key)
         started = time.time()
         with Progress(TextColumn("  {task.description}"), BarColumn(), TaskProgressColumn(),

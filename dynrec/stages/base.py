@@ -57,7 +57,8 @@ class StageSpec:
     whose artifacts it reads; ``run(ctx, params)`` returns extra manifest info (e.g. which
     method was used); ``external(params, source, gt)`` lists files or folders outside the
     work dir whose content is part of the key (the input video for ``frames``, the
-    ground-truth files a ``gt`` backend copies).
+    ground-truth files a ``gt`` backend copies); ``for_device(params, device)`` the params
+    as they run on ``device`` (defaults that depend on it filled in), which the key hashes.
     """
 
     name: str
@@ -67,6 +68,7 @@ class StageSpec:
     run: Callable[[StageContext, Any], dict[str, Any]]
     external: Callable[[Any, Path | None, Path | None], list[Path]] = lambda params, source, gt: []
     summary: str = ""
+    for_device: Callable[[Any, str], Any] = lambda params, device: params
 
 
 def pick_backend(stage: str, backends: dict[str, Callable[..., dict[str, Any]]], name: str) -> Callable[..., dict[str, Any]]:

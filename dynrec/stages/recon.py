@@ -15,7 +15,7 @@ and writes them to ``recon/cameras``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +36,7 @@ from dynrec.model.himor import GlobalBases, MotionLRs, MotionTree, TreeConfig, k
 from dynrec.model.restore import restore_scene
 from dynrec.model.scene import DynamicScene
 from dynrec.model.sirenpose import KeypointAnchors, SirenResidual, sirenpose_loss, track_guess
+from dynrec.model.timing import StepTimer
 from dynrec.stages.base import StageContext, StageSpec
 from dynrec.stages.gt import heldout_cameras, heldout_external, load_gt
 
@@ -67,10 +68,17 @@ class ReconParams:
     ``camera_refine``: learn per-frame SE(3) corrections of the input cameras, regularised
     toward them with weight ``camera_reg``. ``lr_anchors``, ``lr_siren``, ``lr_camera`` are
     Adam learning rates (times ``lr_scale``).
+
+    ``schedule``: auto | cpu | gpu picks the values of ``steps``, ``batch_frames``,
+    ``lr_scale``, ``lr_final`` and ``gaussian_densify`` that are not set (None) from
+    :data:`SCHEDULES`; ``auto`` is ``gpu`` on CUDA and ``cpu`` otherwise. The stage's key
+    hashes the resolved values (:func:`resolve_schedule`), so a CPU and a GPU run never
+    share a result.
     """
 
-    steps: int = 2000
-    batch_frames: int = 2
+    schedule: str = "auto"
+    steps: int | None = None
+    batch_frames: int | None = None
     motion: str = "himor"
     levels: int = 2
     level2_at: float = 0.5
@@ -80,14 +88,14 @@ class ReconParams:
     densify_until: float = 0.5
     densify_threshold: float = 0.05
     densify_max_new: int = 10
-    gaussian_densify: bool = True
+    gaussian_densify: bool | None = None
     gaussian_densify_from: float = 0.1
     gaussian_densify_until: float = 0.7
     gaussian_densify_every: int = 50
     gaussian_grow_grad2d: float = 2e-4
     max_gaussians: int = 200_000
-    lr_scale: float = 1.0
-    lr_final: float = 1.0
+    lr_scale: float | None = None
+    lr_final: float | None = None
     init_opacity: float = 0.5
     checkpoint_every: int = 100
     log_every: int = 10
@@ -124,8 +132,34 @@ class ReconParams:
         return self.sirenpose in ("siren", "full")
 
 
+#: Default optimisation schedules per device (fields of :class:`ReconParams` left unset).
+#: ``cpu``: few steps, so learning rates start 5x the paper's and decay 20x, and density
+#: control is off (at this length clones cost more than they give): ``synth small`` in
+#: minutes on 2 cores (bench/results/recon.json). ``gpu``: HiMoR Appendix B.2's rates held
+#: constant, 3DGS density control on, more steps and frames per step.
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "cpu": {"steps": 600, "batch_frames": 2, "lr_scale": 5.0, "lr_final": 0.05, "gaussian_densify": False},
+    "gpu": {"steps": 3000, "batch_frames": 4, "lr_scale": 1.0, "lr_final": 1.0, "gaussian_densify": True},
+}
+
+
+def resolve_schedule(params: ReconParams, device: torch.device | str) -> ReconParams:
+    """``params`` as they run on ``device``: ``schedule`` made concrete (``auto``: ``gpu`` on
+    CUDA, else ``cpu``) and every unset schedule field taken from :data:`SCHEDULES`; values
+    set explicitly win. Idempotent."""
+    name = params.schedule
+    if name == "auto":
+        name = "gpu" if torch.device(device).type == "cuda" else "cpu"
+    if name not in SCHEDULES:
+        raise DynrecError(f"recon.schedule must be auto, {' or '.join(SCHEDULES)}, got '{params.schedule}'")
+    fills = {k: v for k, v in SCHEDULES[name].items() if getattr(params, k) is None}
+    return replace(params, schedule=name, **fills)
+
+
 def check_params(params: ReconParams) -> None:
     """Errors that name the setting, before any work."""
+    if params.schedule not in ("auto", *SCHEDULES):
+        raise DynrecError(f"recon.schedule must be auto, {' or '.join(SCHEDULES)}, got '{params.schedule}'")
     if params.levels not in (1, 2):
         raise DynrecError(f"recon.levels must be 1 or 2, got {params.levels}")
     if params.motion not in MOTIONS:
@@ -291,14 +325,17 @@ class Trainer:
 
     def __init__(self, scene: DynamicScene, data: Data, params: ReconParams, ckpt: Path):
         check_params(params)
+        params = resolve_schedule(params, data.images.device)
         self.scene, self.data, self.params, self.ckpt = scene, data, params, ckpt
         self.weights = _loss_weights(params)
         self.step = 0
+        self.saved_step = 0  # step of the last checkpoint written or resumed from (0: none)
         self.level2_done = False
         self.gen = torch.Generator().manual_seed(params.seed)  # CPU: frame sampling, density noise
         self.device = data.images.device
         self._knn: list[torch.Tensor] = []
-        self._views: list[tuple[dict, torch.Tensor]] = []
+        self._views: list[tuple[dict, torch.Tensor, int]] = []  # (info, ids, cameras) of this step's render
+        self.timer = StepTimer(self.device)
         self.density = density_control(params, data) if params.gaussian_densify else None
         if params.keypoint_loss and (data.keypoints is None or not params.keypoints):
             why = "recon.keypoints is off" if not params.keypoints else "the keypoints input has no keypoints"
@@ -374,18 +411,30 @@ class Trainer:
 
         Terms whose weight is 0 are not computed (:func:`dynrec.model.losses.weighted_sum`).
         """
+        d, scene, timer = self.data, self.scene, self.timer
+        W, H = d.size
+        B = len(ts)
+        with timer.part("deform"):
+            w2c = self.w2c(ts)
+            fg_means, fg_quats = scene.deform_foreground(ts)  # [B, Gf, ·]: all frames at once
+            pts = scene.deform_points(d.track_canonical, torch.cat([ts - 1, ts, ts + 1]).clamp(0, d.T - 1),
+                                      "tracks")
+        with timer.part("rasterize"):
+            out = scene.render_frames(fg_means, fg_quats, d.K[ts], w2c, W, H)  # one call for the B frames
+        rgb, fg, depth = out.rgb, out.fg, out.depth
+        if self.density is not None and torch.is_grad_enabled():
+            out.info["means2d"].retain_grad()
+            self._views = [(out.info, out.ids, B)]
+        with timer.part("losses"):
+            return self._loss_terms(ts, w2c, rgb, fg, depth, pts)
+
+    def _loss_terms(self, ts: torch.Tensor, w2c: torch.Tensor, rgb: torch.Tensor, fg: torch.Tensor,
+                    depth: torch.Tensor, pts: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted terms of :meth:`losses` from the renders ``rgb`` [B, H, W, 3], ``fg``,
+        ``depth`` [B, H, W, 1] and the track points ``pts`` [3B, P, 3] at frames ts-1, ts, ts+1."""
         d, scene, p = self.data, self.scene, self.params
         W, H = d.size
-        w2c = self.w2c(ts)
-        fg_means, fg_quats = scene.deform_foreground(ts)
-        out = [scene.render(t, fg_means[b], fg_quats[b], d.K[t], w2c[b], W, H) for b, t in enumerate(ts.tolist())]
-        rgb, fg, depth = (torch.stack([getattr(o, k) for o in out]) for k in ("rgb", "fg", "depth"))
-        if self.density is not None and torch.is_grad_enabled():
-            for o in out:
-                o.info["means2d"].retain_grad()
-            self._views = [(o.info, o.ids) for o in out]
         B = len(ts)
-        pts = scene.deform_points(d.track_canonical, torch.cat([ts - 1, ts, ts + 1]).clamp(0, d.T - 1), "tracks")
         cur = pts[B:2 * B]
         xy, z = project_points(cur, d.K[ts][:, None], w2c[:, None])
         vis = d.track_visible[:, ts].T
@@ -469,8 +518,8 @@ class Trainer:
             return
         g = self.scene.gaussians
         W, H = self.data.size
-        for info, ids in self._views:
-            self.density.accumulate(info["means2d"], info["radii"], ids, len(g), W, H, len(self._views))
+        for info, ids, n_views in self._views:  # one render of the step's B frames, averaged in the loss
+            self.density.accumulate(info["means2d"], info["radii"], ids, len(g), W, H, n_views)
         self._views = []
         if self.density.due(self.step):
             self.density.refine(g, self.opt, self.step, self.gen)
@@ -487,6 +536,7 @@ class Trainer:
         tmp = self.ckpt.with_suffix(".partial")
         torch.save(state, tmp)
         tmp.replace(self.ckpt)
+        self.saved_step = self.step
 
     def resume(self) -> bool:
         if not self.ckpt.exists():
@@ -497,6 +547,7 @@ class Trainer:
             if module is not None:
                 module.load_state_dict(state[name])
         self.step, self.level2_done = int(state["step"]), bool(state["level2_done"])
+        self.saved_step = self.step
         self._build_optimizer()
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
@@ -516,16 +567,20 @@ class Trainer:
                 self.scene.refresh_skinning()
             ts = torch.randperm(self.data.T, generator=self.gen, device="cpu")[: p.batch_frames].sort().values
             ts = ts.to(self.device)
+            self.timer.begin(self.step % p.log_every == p.log_every // 2)  # off the refresh steps
             total, values = self.losses(ts)
             for k, v in values.items():
                 flag = ~torch.isfinite(v.detach())
                 nonfinite[k] = nonfinite[k] | flag if k in nonfinite else flag
-            self.opt.zero_grad(set_to_none=True)
-            total.backward()
-            self.set_learning_rates()
-            self.opt.step()
-            self.step += 1
-            self.refine_gaussians()
+            with self.timer.part("backward"):
+                self.opt.zero_grad(set_to_none=True)
+                total.backward()
+            with self.timer.part("optimiser"):
+                self.set_learning_rates()
+                self.opt.step()
+                self.step += 1
+                self.refine_gaussians()
+            self.timer.end()
             checkpoint = self.step % p.checkpoint_every == 0
             if checkpoint or self.step % p.log_every == 0 or self.step == p.steps:
                 bad = [k for k, flag in nonfinite.items() if bool(flag)]
@@ -558,23 +613,58 @@ def density_control(params: ReconParams, data: Data) -> DensityControl:
 
 @torch.no_grad()
 def render_all(scene: DynamicScene, K: torch.Tensor, w2c: torch.Tensor, width: int, height: int,
-               ts: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Images [T, H, W, 3] uint8 and z-depth [T, H, W] at frames ``ts`` with cameras ``K``, ``w2c`` [T, ...]."""
+               ts: list[int], chunk: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Images [T, H, W, 3] uint8 and z-depth [T, H, W] at frames ``ts`` with cameras ``K``, ``w2c``
+    [T, ...] (aligned with ``ts``), ``chunk`` frames per rasterizer call."""
     images, depths = [], []
-    for i, t in enumerate(ts):
-        means, quats = scene.deform_foreground(torch.tensor([t], device=K.device))
-        out = scene.render(t, means[0], quats[0], K[i], w2c[i], width, height)
+    for s in range(0, len(ts), chunk):
+        frames = ts[s:s + chunk]
+        means, quats = scene.deform_foreground(torch.tensor(frames, device=K.device))
+        out = scene.render_frames(means, quats, K[s:s + len(frames)], w2c[s:s + len(frames)], width, height)
         images.append((out.rgb.clamp(0, 1) * 255).round().byte().cpu().numpy())
         depths.append(out.depth[..., 0].cpu().numpy())
-    return np.stack(images), np.stack(depths)
+    return np.concatenate(images), np.concatenate(depths)
+
+
+def out_of_memory_message(trainer: Trainer | None, data: Data, params: ReconParams, device: torch.device) -> str:
+    """What to do when CUDA runs out of memory: the knobs, and what was kept."""
+    W, H = data.size
+    where = f"at step {trainer.step} " if trainer is not None else "before training "
+    count = len(trainer.scene.gaussians) if trainer is not None else len(data.lift.fg_points) + len(data.lift.bg_points)
+    total = ""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        total = f" ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
+    kept = (f"the last checkpoint (step {trainer.saved_step}) is kept and a rerun with the same settings resumes "
+            "from it" if trainer is not None and trainer.saved_step else "no checkpoint was written yet")
+    return (f"recon: CUDA ran out of memory {where}with {count} Gaussians, {W}x{H} pixels and "
+            f"{params.batch_frames} frames per step{total}. Lower what a step holds: fewer frames per step "
+            f"(--set recon.batch_frames={max(1, (params.batch_frames or 2) // 2)}), a lower resolution "
+            "(--set frames.long_side=..., which redoes preprocessing), or a smaller Gaussian cap "
+            f"(--set recon.max_gaussians=...); {kept} (changed settings start over).")
 
 
 def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
     check_params(params)
-    torch.manual_seed(params.seed)
     device = torch.device(ctx.device)
+    params = resolve_schedule(params, device)
+    if device.type == "cuda":  # before any work: a missing gsplat or nvcc is named at once
+        from dynrec.render.gsplat_backend import check_gsplat
+
+        check_gsplat()
+    torch.manual_seed(params.seed)
     data = load_data(ctx, device)
-    trainer = Trainer(build_scene(data.lift, params, device), data, params, ctx.checkpoints / "state.pt")
+    trainer: Trainer | None = None
+    try:
+        trainer = Trainer(build_scene(data.lift, params, device), data, params, ctx.checkpoints / "state.pt")
+        return _train_and_write(ctx, trainer, params, data, device)
+    except torch.cuda.OutOfMemoryError as exc:
+        raise DynrecError(out_of_memory_message(trainer, data, params, device)) from exc
+
+
+def _train_and_write(ctx: StageContext, trainer: Trainer, params: ReconParams, data: Data,
+                     device: torch.device) -> dict[str, Any]:
+    """Optimise (resuming from a checkpoint), then write the model, renders and tracks."""
     resumed_at = trainer.step if trainer.resume() else 0
     if resumed_at:
         ctx.console.print(f"  recon: resuming from the checkpoint at step {resumed_at}")
@@ -605,7 +695,7 @@ def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
     train_psnr = psnr(images / 255.0, data.images.cpu().numpy())
     heldout = render_heldout(ctx, scene, data, frames_meta)
     return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at, "heldout": heldout,
-            **kp_info, **meta, **device_info(device)}
+            "step_time_ms": trainer.timer.summary(), **kp_info, **meta, **device_info(device)}
 
 
 def device_info(device: torch.device) -> dict[str, Any]:
@@ -685,4 +775,5 @@ def render_heldout(ctx: StageContext, scene: DynamicScene, data: Data, frames_me
 STAGE = StageSpec(
     name="recon", version=3, upstream=("frames", "masks", "align", "tracks", "cameras", "keypoints", "lift"),
     params=ReconParams, run=run, external=heldout_external, summary="optimise Gaussians + HiMoR",
+    for_device=resolve_schedule,
 )
