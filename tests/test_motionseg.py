@@ -102,7 +102,7 @@ def test_camera_motion_scores_pick_the_model_the_camera_needs() -> None:
     assert (scores.track[moving] >= 0.5).all() and (scores.track[~moving & (visible.sum(1) > 1)] < 0.2).all()
     xy, visible = _tracks(points, moving, _orbit(20), velocity)
     _, method = camera_motion_scores(xy, visible, None, (W, H))
-    assert method == "multiview"
+    assert method == "multiview+pairs"
     depth = np.ones((20, H, W))
     _, method = camera_motion_scores(xy, visible, depth, (W, H))
     assert method == "pairs"  # with z-depth the pairs use PnP, which sees this motion

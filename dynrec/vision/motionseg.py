@@ -289,9 +289,10 @@ def multiview_scores(err: np.ndarray, params: MotionParams | None = None) -> Mot
 
 def camera_motion_scores(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray | None, size: tuple[int, int],
                          params: MotionParams | None = None) -> tuple[MotionScores, str]:
-    """Motion scores and the method used: ``"multiview"`` (:func:`multiview_scores`) for a
-    camera that translates when there is no z-depth and pycolmap poses it, else ``"pairs"``
-    (:func:`motion_scores`). Shapes as :func:`motion_scores`."""
+    """Motion scores and the method used: ``"multiview+pairs"`` for a camera that translates
+    when there is no z-depth and pycolmap poses it (the larger of :func:`multiview_scores`
+    and :func:`motion_scores` per track and sample), else ``"pairs"`` (:func:`motion_scores`).
+    Shapes as :func:`motion_scores`."""
     from dynrec.geometry.colmap import available
     from dynrec.geometry.sfm import image_motion, rotation_dominance
 
@@ -302,7 +303,11 @@ def camera_motion_scores(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray 
         if moves and not rotation_dominance(xy, visible, K) <= params.rotation_only:  # NaN: unknown, try
             err = multiview_residuals(xy, visible, size, params)
             if err is not None:
-                return multiview_scores(err, params), "multiview"
+                # either model's evidence counts: the pairs see what a static point can also
+                # explain over the whole video (e.g. a walker the camera passes)
+                multi, pairs = multiview_scores(err, params), motion_scores(xy, visible, depth, size, params)
+                return MotionScores(np.fmax(multi.track, pairs.track), np.maximum(multi.pairs, pairs.pairs),
+                                    np.fmax(multi.sample, pairs.sample)), "multiview+pairs"
     return motion_scores(xy, visible, depth, size, params), "pairs"
 
 
