@@ -49,7 +49,7 @@ def preprocess(
 ) -> None:
     """Frames, masks, depth, tracks, cameras, keypoints: every stage that is not done yet."""
     from dynrec.pipeline.registry import PREPROCESS
-    from dynrec.pipeline.session import open_runner
+    from dynrec.pipeline.session import commit_config, open_runner
 
     sets = [f"frames.{k}={v}" for k, v in
             (("stride", stride), ("max_frames", max_frames), ("long_side", long_side)) if v is not None]
@@ -62,6 +62,7 @@ def preprocess(
     if runner.source is None:
         raise DynrecError(f"no input video: give one, e.g. `dynrec preprocess video.mp4 -o {out}`")
     runner.run(PREPROCESS, from_=from_, only=only, force=force)
+    commit_config(runner)
     _print_status(runner)
 
 
@@ -78,13 +79,14 @@ def reconstruct(
 ) -> None:
     """Optimise Gaussians + HiMoR on a preprocessed work dir (resumes an interrupted run)."""
     from dynrec.pipeline.registry import RECONSTRUCT
-    from dynrec.pipeline.session import open_runner
+    from dynrec.pipeline.session import commit_config, open_runner
 
     sets = [f"recon.{k}={v}" for k, v in (("steps", steps), ("motion", motion)) if v is not None]
     sets += [f"run.device={device}"] if device else []
     runner = open_runner(work, create=False, preset=preset, config_file=config,
                          sets=sets + list(set_ or []), console=err)
     runner.run(RECONSTRUCT, only=RECONSTRUCT[0], force=force)
+    commit_config(runner)
     _print_status(runner)
 
 

@@ -69,3 +69,19 @@ def test_offline_flag_switches_backends_and_keeps_the_scene_for_evaluation(cli, 
     config = tomllib.loads((work / "dynrec.toml").read_text())
     assert config["input"]["gt"] == str(scene.resolve())
     assert {config[s]["backend"] for s in GT_STAGES} == {"offline"}
+
+
+def test_a_failed_command_changes_no_saved_config(cli, scene, tmp_path):
+    work = tmp_path / "w"
+    r = cli("preprocess", scene / "video.mp4", "-o", work, "--gt", scene, "--only", "frames")
+    assert r.code == 0, r.err
+    saved = (work / "dynrec.toml").read_text()
+    # cameras needs tracks and masks, which are not done: this fails, and its flags are not kept
+    r = cli("preprocess", "-o", work, "--only", "cameras", "--long-side", "32", "--set", "masks.prompt=5,5")
+    assert r.code == 1
+    assert (work / "dynrec.toml").read_text() == saved
+    r = cli("reconstruct", work, "--steps", "7")  # nothing preprocessed: fails, steps not stored
+    assert r.code == 1 and (work / "dynrec.toml").read_text() == saved
+    r = cli("preprocess", "-o", work, "--only", "frames", "--set", "masks.prompt=5,5")
+    assert r.code == 0, r.err  # a command that succeeds keeps its settings
+    assert 'prompt = "5,5"' in (work / "dynrec.toml").read_text()

@@ -28,7 +28,10 @@ def open_runner(
     offline: bool = False,
 ) -> Runner:
     """Validate the work dir, resolve config (saved / preset / file / ``--set``), resolve the
-    device, and write the resolved config to ``WORK/dynrec.toml`` when ``save``.
+    device, and, when ``save``, write the resolved config to ``WORK/dynrec.toml`` if the work
+    dir has none yet (a new work dir must remember its input even if a stage then fails). A
+    config that changes a saved one is written by :func:`commit_config` once the command has
+    succeeded: a failed command changes no saved config.
 
     ``gt`` records a ground-truth scene and switches the stages that have a ``gt`` backend
     to it; ``offline`` switches them to their ``offline`` backends instead (with ``gt``, the
@@ -50,6 +53,11 @@ def open_runner(
     config = resolve(REGISTRY, saved=workdir.config_file, preset=preset, config_file=config_file,
                      sets=pre + list(sets or []))
     device = resolve_device(config.run.device)
-    if save:
+    if save and not workdir.config_file.is_file():
         config.save(workdir.config_file)
     return Runner(workdir, REGISTRY, config, device=device, console=console)
+
+
+def commit_config(runner: Runner) -> None:
+    """Write the runner's config to ``WORK/dynrec.toml`` (after the command succeeded)."""
+    runner.config.save(runner.work.config_file)
