@@ -107,3 +107,11 @@ def test_recon_on_cuda_checks_gsplat_before_any_work(fake_gsplat, tmp_path) -> N
     ctx = StageContext(work=tmp_path, out=tmp_path / "out", inputs={}, device="cuda")  # no inputs: never read
     with pytest.raises(DynrecError, match="not installed"):
         R.run(ctx, R.ReconParams())
+
+
+def test_steps_and_batch_frames_below_one_are_refused_before_any_work() -> None:
+    for field in ("steps", "batch_frames"):
+        for value in (0, -5):
+            with pytest.raises(DynrecError, match=f"recon.{field} must be >= 1, got {value}"):
+                R.check_params(R.ReconParams(**{field: value}))
+    R.check_params(R.ReconParams(steps=1, batch_frames=1))

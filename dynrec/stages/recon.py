@@ -173,6 +173,10 @@ def check_params(params: ReconParams) -> None:
         raise DynrecError(f"recon.skinning must be 'curve' or 'canonical', got '{params.skinning}'")
     if params.camera_reg < 0:
         raise DynrecError(f"recon.camera_reg must be >= 0, got {params.camera_reg}")
+    for name in ("steps", "batch_frames"):
+        value = getattr(params, name)
+        if value is not None and value < 1:
+            raise DynrecError(f"recon.{name} must be >= 1, got {value}")
 
 
 def _loss_weights(params: ReconParams) -> L.LossWeights:
