@@ -4,8 +4,9 @@
 about a minute, cameras about 5, recon about 20 (two reconstructions of the `small` scene),
 sirenpose about 40 (21 short reconstructions of `fast` scenes, one thread), families about 70
 (one reconstruction per scene family on a seed never tuned on), masks about 30 (offline
-preprocessing of one scene per family), real about 30 (offline preprocessing of the five real
-clips of ``../shared/realclips`` against their stereo pseudo ground truth; skipped without
+preprocessing of one scene per family), real one to two hours on 2 cores (offline preprocessing
+of the five real clips of ``../shared/realclips``, 3-22 minutes per clip in the cameras stage
+alone, against their stereo pseudo ground truth; skipped without
 ``../shared``). ``python -m bench real ARGS`` passes ARGS on (``--recon``, ``--clips``,
 ``--videos``, ...; see ``bench/bench_real.py``).
 """
