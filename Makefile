@@ -31,6 +31,10 @@ bench:
 # when there is no internet (WHEELS="gsplat-1.5.3-py3-none-any.whl av-....whl ..."), CUDA tests,
 # rasterizer timing at 480p, synth small reconstructed with the GPU schedule; writes
 # bench/results/gpu.json in under 10 minutes. Exits with 2 and a message without CUDA.
+# Wheels for an offline machine with Python 3.12, fetched where pip works (pycolmap is not needed):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 -d .whl av tomli-w gsplat==1.5.3
+#   make gpu-check WHEELS="$(ls .whl/*.whl)"
 GPU_PY ?= python3
 gpu-check:
 	$(GPU_PY) bench/gpu_check.py $(foreach w,$(WHEELS),--wheel $(w))
