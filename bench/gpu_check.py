@@ -7,7 +7,8 @@ machine lacks them, dynrec's own needs such as ``av`` and ``tomli-w``). In order
 phase timed and written to ``bench/results/gpu.json`` as soon as it ends (a run cut short
 keeps what it measured):
 
-1. ``install``: ``pip install --no-index --no-deps`` of the wheels;
+1. ``install``: ``pip install --no-index --no-deps --target`` of the wheels into a temporary
+   folder put first on the import path (of this process and the commands it runs);
 2. ``prerequisites``: the modules dynrec and gsplat need, named when missing;
 3. ``kernels``: gsplat's CUDA kernels loaded, JIT-compiled with nvcc on first use for this
    GPU's architecture only (``TORCH_CUDA_ARCH_LIST``), which takes minutes;
@@ -81,15 +82,23 @@ def run(cmd: list[str], timeout: float, env: dict[str, str] | None = None) -> tu
     return time.perf_counter() - start, code, out[-4000:]
 
 
+SITE = Path(tempfile.gettempdir()) / "dynrec-gpu-site"
+
+
 def install(wheels: list[Path]) -> dict[str, Any]:
-    """``pip install --no-index --no-deps`` the wheel files into this interpreter's environment."""
+    """``pip install --no-index --no-deps --target SITE`` the wheel files, and put SITE first on
+    this process's and its children's import path (the interpreter's own environment may be
+    read-only, as on a shared GPU image)."""
     missing = [str(w) for w in wheels if not w.is_file()]
     if missing:
         return {"ok": False, "error": f"wheel files not found: {', '.join(missing)}"}
-    wall, code, out = run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet",
-                           *map(str, wheels)], timeout=300)
+    wall, code, out = run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile",
+                           "--quiet", "--upgrade", "--target", str(SITE), *map(str, wheels)], timeout=300)
+    if code == 0:
+        sys.path.insert(0, str(SITE))
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SITE), str(ROOT), os.environ.get("PYTHONPATH")) if p)
     importlib.invalidate_caches()
-    return {"ok": code == 0, "wheels": [w.name for w in wheels], "wall_s": round(wall, 1),
+    return {"ok": code == 0, "wheels": [w.name for w in wheels], "site": str(SITE), "wall_s": round(wall, 1),
             **({} if code == 0 else {"output": out})}
 
 
