@@ -173,3 +173,33 @@ def test_manifest_records_peak_memory_of_the_stage(tmp_path):
     del big
     if memory.reset():  # Linux: the high-water mark restarts from the current RSS
         assert memory.peak()["peak_rss_mb"] < before - 128
+
+
+def test_progress_is_printed_as_plain_lines_when_the_console_is_no_terminal(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from dynrec.pipeline.runner import PlainProgress
+
+    out = io.StringIO()
+    work = WorkDir.open(tmp_path, create=True)
+    runner = Runner(work, SPECS, resolve(SPECS), console=Console(file=out, force_terminal=False, width=200))
+    toystages.HOOKS["a"] = "progress"
+    runner.run(["a"])
+    lines = [line.strip() for line in out.getvalue().splitlines() if line.strip().startswith("a:")]
+    # a line when each phase starts; within 30 s no more (the steps come faster than that)
+    assert lines[0] == "a: setting up"
+    assert lines[1].startswith("a: training 0/10 (0%)") and len(lines) == 2
+    # with a clock: a line at most every 30 s, with the time left at the phase's rate
+    t = [0.0]
+    buffer = io.StringIO()
+    plain = PlainProgress(Console(file=buffer, force_terminal=False, width=200), "recon", clock=lambda: t[0])
+    for step, now in ((0, 0.0), (10, 10.0), (40, 40.0), (50, 50.0), (100, 100.0)):
+        t[0] = now
+        plain.update(f"loss {5 - step / 100:.2f}", step, 100)  # numbers in the text: still one phase
+    assert buffer.getvalue().splitlines() == [
+        "  recon: loss 5.00 0/100 (0%), 0 s",
+        "  recon: loss 4.60 40/100 (40%), 40 s, about 60 s left",
+        "  recon: loss 4.00 100/100 (100%), 100 s",
+    ]

@@ -39,6 +39,10 @@ def _hook(name: str, ctx: StageContext) -> None:
     hook = HOOKS.get(name) or os.environ.get(f"TOY_HOOK_{name.upper()}")
     if hook == "raise":
         raise RuntimeError(f"boom in {name}")
+    if hook == "progress":  # two phases, the second with ten steps
+        ctx.progress("setting up", 0, 0)
+        for done in range(11):
+            ctx.progress("training", done, 10)
     if hook == "hang":
         (ctx.out / "partial.npz").write_bytes(b"half")
         Path(os.environ["TOY_STARTED"]).write_text("started")

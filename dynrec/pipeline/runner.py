@@ -11,15 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import re
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from dynrec import __version__
 from dynrec.errors import ArtifactError, DynrecError, StageFailed
@@ -42,6 +51,33 @@ class StageState:
     detail: str = ""
     duration_s: float | None = None
     size_bytes: int | None = None
+
+
+class PlainProgress:
+    """Progress as plain lines for a console that is not a terminal (a log, ``| tee``), where
+    the live bar shows nothing: a line when a phase starts and at most every ``every`` seconds,
+    with the phase's count, elapsed time and the time left at the phase's rate so far."""
+
+    def __init__(self, console: Console, stage: str, every: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.console, self.stage, self.every, self.clock = console, stage, every, clock
+        self.phase, self.phase_start, self.last = "", 0.0, 0.0
+
+    def update(self, description: str, done: int, total: int) -> None:
+        now = self.clock()
+        phase = re.sub(r"\d[\d.e+-]*", "#", description)  # "loss 5.04" and "loss 4.98" are one phase
+        if phase != self.phase:
+            self.phase, self.phase_start = phase, now
+        elif now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.phase_start
+        line = f"  {self.stage}: {description}"
+        if total > 0:
+            line += f" {done}/{total} ({100 * done / total:.0f}%), {elapsed:.0f} s"
+            if 0 < done < total:
+                line += f", about {elapsed * (total - done) / done:.0f} s left"
+        self.console.print(line, highlight=False, markup=False)
 
 
 class Runner:
@@ -202,12 +238,15 @@ class Runner:
         spec, params, key = self.specs[name], self.params(name), self.key(name)
         tmp = self.work.prepare_tmp(name, key)
         started = time.time()
+        plain = None if self.console.is_terminal else PlainProgress(self.console, name)
         with Progress(TextColumn("  {task.description}"), BarColumn(), TaskProgressColumn(),
-                      TimeElapsedColumn(), console=self.console, transient=True) as bar:
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True) as bar:
             task = bar.add_task(name, total=None)
 
             def progress(description: str, done: int, total: int) -> None:
                 bar.update(task, description=f"{name}: {description}", completed=done, total=total)
+                if plain is not None:
+                    plain.update(description, done, total)
 
             ctx = StageContext(work=self.work.root, out=tmp,
                                inputs={u: self.work.stage_dir(u) for u in spec.upstream},
