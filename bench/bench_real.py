@@ -409,18 +409,9 @@ def plain_colmap(frames: np.ndarray, tmp: Path, seed: int = 0) -> tuple[np.ndarr
         match = pycolmap.FeatureMatchingOptions()
         match.num_threads = 1
         pycolmap.match_sequential(db, match, device=pycolmap.Device.cpu)
-        mapping = pycolmap.IncrementalPipelineOptions()
-        mapping.num_threads = 1
-        mapping.random_seed = seed
-        mapping.extract_colors = False
-        mapping.multiple_models = False
-        # as dynrec/geometry/colmap.py: shorter global bundle adjustments (minutes otherwise)
-        mapping.ba_global_frames_ratio = 1.4
-        mapping.ba_global_points_ratio = 1.4
-        mapping.ba_global_max_refinements = 2
-        mapping.ba_global_function_tolerance = 1e-5
-        mapping.ba_global_max_num_iterations = 30
-        mapping.ba_local_function_tolerance = 1e-5
+        from dynrec.geometry.colmap import mapping_options
+
+        mapping = mapping_options(pycolmap, threads=1, seed=seed)
         models = pycolmap.incremental_mapping(db, images, tmp / "sparse", mapping)
     finally:
         pycolmap.logging.minloglevel = level

@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,6 +83,24 @@ def run_colmap(xy: np.ndarray, visible: np.ndarray, width: int, height: int, foc
         pycolmap.logging.minloglevel = level
 
 
+def mapping_options(pycolmap: Any, threads: int, seed: int) -> Any:
+    """pycolmap ``IncrementalPipelineOptions`` for short videos: one model, no colours, and
+    fewer, shorter global bundle adjustments (COLMAP's defaults, run to convergence after
+    every 10% growth with 5 refinements, take minutes on 100 frames with one core)."""
+    mapping = pycolmap.IncrementalPipelineOptions()
+    mapping.num_threads = threads
+    mapping.random_seed = seed
+    mapping.extract_colors = False
+    mapping.multiple_models = False
+    mapping.ba_global_frames_ratio = 1.4
+    mapping.ba_global_points_ratio = 1.4
+    mapping.ba_global_max_refinements = 2
+    mapping.ba_global_function_tolerance = 1e-5
+    mapping.ba_global_max_num_iterations = 30
+    mapping.ba_local_function_tolerance = 1e-5
+    return mapping
+
+
 def _run(pycolmap, xy, visible, width, height, focal_prior, *, min_matches, init_min_tri_angle,
          refine_focal, seed, threads, workdir, options) -> ColmapResult:
     from PIL import Image
@@ -128,11 +147,7 @@ def _run(pycolmap, xy, visible, width, height, focal_prior, *, min_matches, init
         verify.detect_watermark = False
         pycolmap.verify_matches(db_path, pairs_txt, verify)
 
-        mapping = pycolmap.IncrementalPipelineOptions()
-        mapping.num_threads = threads
-        mapping.random_seed = seed
-        mapping.extract_colors = False
-        mapping.multiple_models = False
+        mapping = mapping_options(pycolmap, threads, seed)
         mapping.min_model_size = 3
         mapping.min_num_matches = min_matches
         mapping.ba_refine_focal_length = refine_focal
@@ -142,14 +157,6 @@ def _run(pycolmap, xy, visible, width, height, focal_prior, *, min_matches, init
         mapping.mapper.num_threads = threads
         mapping.mapper.random_seed = seed
         mapping.triangulation.random_seed = seed
-        # fewer, shorter global bundle adjustments: COLMAP's defaults (run to convergence
-        # after every 10% growth, 5 refinements) take minutes on 100 frames with one core
-        mapping.ba_global_frames_ratio = 1.4
-        mapping.ba_global_points_ratio = 1.4
-        mapping.ba_global_max_refinements = 2
-        mapping.ba_global_function_tolerance = 1e-5
-        mapping.ba_global_max_num_iterations = 30
-        mapping.ba_local_function_tolerance = 1e-5
         for name, value in options.items():
             *path, attr = name.split(".")
             target = mapping

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.ndimage import uniform_filter1d
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
@@ -275,12 +276,11 @@ def multiview_scores(err: np.ndarray, params: MotionParams | None = None) -> Mot
         return MotionScores(np.full(N, np.nan), np.zeros(N), np.full((N, T), np.nan))
     sigma = max(1.4826 * float(np.median(err[known])), 1e-3)
     sq = np.where(known, err, 0.0) ** 2
-    kernel = np.ones(params.window)
-    local_sq = np.apply_along_axis(np.convolve, 1, sq, kernel, "same")
-    local_n = np.apply_along_axis(np.convolve, 1, known.astype(float), kernel, "same")
+    local_sq = uniform_filter1d(sq, params.window, axis=1, mode="constant") * params.window  # sums over the window
+    local_n = uniform_filter1d(known.astype(float), params.window, axis=1, mode="constant") * params.window
     count = known.sum(1)
     rms = np.sqrt(sq.sum(1) / np.maximum(count, 1)) / sigma
-    local = np.sqrt(local_sq / np.maximum(local_n, 1)) / sigma
+    local = np.sqrt(np.maximum(local_sq, 0) / np.maximum(local_n, 1)) / sigma  # the filter leaves -1e-16
     span = params.moving_sigmas - params.still_sigmas
     track = np.where(count >= 3, np.clip((rms - params.still_sigmas) / span, 0, 1), np.nan)
     sample = np.where((local_n > 0) & (count >= 3)[:, None], np.clip((local - params.still_sigmas) / span, 0, 1), np.nan)
