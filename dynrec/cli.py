@@ -117,6 +117,34 @@ def evaluate(
 
 
 @app.command()
+def export(
+    work: WorkArg = Path("."),
+    format_: Annotated[str, typer.Option("--format", help="ply | splat | cameras | tracks | all (comma-separated).")] = "all",
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Folder to write into (default: WORK/export).")] = None,
+    time: Annotated[str, typer.Option("--time", help="Frames of the ply / splat files: all | T | A:B (both included).")] = "all",
+    sh_degree: Annotated[int, typer.Option("--sh-degree", help="Spherical-harmonic degree of the PLY (0; 3 for viewers that need 45 f_rest).")] = 0,
+) -> None:
+    """Files other tools open: 3DGS PLY and .splat per frame, cameras (transforms.json, TUM), 3D tracks."""
+    from dynrec.export.core import check_output_dir, parse_formats
+    from dynrec.export.core import export as run_export
+    from dynrec.pipeline.result import load_reconstruction
+    from dynrec.render.paths import parse_times
+
+    formats = parse_formats(format_)
+    rec = load_reconstruction(work, console=err)
+    times = parse_times(time, rec.T)
+    out = out if out is not None else rec.root / "export"
+    check_output_dir(out)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("export", total=None)
+        written = run_export(rec, formats, out, times, sh_degree, progress=lambda name, done, total: bar.update(
+            task, description=name, completed=done, total=total))
+    for fmt, files in written.items():
+        shown = ", ".join(escape(str(f)) for f in files[:3]) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
+        console.print(f"[green]✓[/] {fmt}: {shown}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def status(work: WorkArg = Path(".")) -> None:
     """Every stage: done / stale / failed / missing, with key, duration and size."""
     from dynrec.pipeline.session import open_runner

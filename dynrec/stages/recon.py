@@ -34,7 +34,7 @@ from dynrec.model.density import DensityConfig, DensityControl
 from dynrec.model.gaussians import GaussianLRs, Gaussians
 from dynrec.model.himor import GlobalBases, MotionLRs, MotionTree, TreeConfig, knn_curve
 from dynrec.model.restore import restore_scene
-from dynrec.model.scene import DynamicScene
+from dynrec.model.scene import DynamicScene, render_sequence
 from dynrec.model.sirenpose import KeypointAnchors, SirenResidual, sirenpose_loss, track_guess
 from dynrec.model.timing import StepTimer
 from dynrec.stages.base import StageContext, StageSpec
@@ -615,19 +615,12 @@ def density_control(params: ReconParams, data: Data) -> DensityControl:
     return DensityControl(config, scene_scale(data))
 
 
-@torch.no_grad()
 def render_all(scene: DynamicScene, K: torch.Tensor, w2c: torch.Tensor, width: int, height: int,
                ts: list[int], chunk: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Images [T, H, W, 3] uint8 and z-depth [T, H, W] at frames ``ts`` with cameras ``K``, ``w2c``
-    [T, ...] (aligned with ``ts``), ``chunk`` frames per rasterizer call."""
-    images, depths = [], []
-    for s in range(0, len(ts), chunk):
-        frames = ts[s:s + chunk]
-        means, quats = scene.deform_foreground(torch.tensor(frames, device=K.device))
-        out = scene.render_frames(means, quats, K[s:s + len(frames)], w2c[s:s + len(frames)], width, height)
-        images.append((out.rgb.clamp(0, 1) * 255).round().byte().cpu().numpy())
-        depths.append(out.depth[..., 0].cpu().numpy())
-    return np.concatenate(images), np.concatenate(depths)
+    [T, ...] (aligned with ``ts``), through :func:`~dynrec.model.scene.render_sequence`."""
+    out = render_sequence(scene, K, w2c, ts, width, height, chunk)
+    return out.rgb8, out.depth
 
 
 def out_of_memory_message(trainer: Trainer | None, data: Data, params: ReconParams, device: torch.device) -> str:
