@@ -117,6 +117,40 @@ def evaluate(
 
 
 @app.command()
+def render(
+    work: WorkArg = Path("."),
+    path: Annotated[str, typer.Option("--path", help="training | orbit | spiral | dolly | static | heldout | FILE.json (transforms.json cameras).")] = "orbit",
+    time: Annotated[str, typer.Option("--time", help="all | T (frozen time) | A:B (both included).")] = "all",
+    size: Annotated[str | None, typer.Option("--size", help="WxH, or the longer side in pixels (default: the video's size).")] = None,
+    fps: Annotated[float | None, typer.Option("--fps", help="Frame rate of the videos (default: the video's).")] = None,
+    frames: Annotated[int, typer.Option("--frames", help="Cameras of an orbit / spiral / dolly at one time.")] = 60,
+    camera: Annotated[int | None, typer.Option("--camera", help="Training frame whose camera is the static one / starts the path (default: the first time).")] = None,
+    overlay: Annotated[str | None, typer.Option("--overlay", help="Draw on a copy: tracks, skeleton (comma-separated).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Folder under WORK/renders (default: the path's name).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
+) -> None:
+    """Novel-view videos and images (RGB, depth, alpha) into WORK/renders/<name>/."""
+    from dynrec.export.render import parse_overlays, parse_size, plan_shots
+    from dynrec.export.render import render as run_render
+    from dynrec.pipeline.device import resolve_device
+    from dynrec.pipeline.result import load_reconstruction
+    from dynrec.render.paths import parse_times
+
+    overlays = parse_overlays(overlay)
+    rec = load_reconstruction(work, device=resolve_device(device or "auto"), console=err)
+    times = parse_times(time, rec.T)
+    shots = plan_shots(rec, path, times, parse_size(size, rec.width, rec.height) if size else None, frames,
+                       camera, name)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("render", total=None)
+        folders = run_render(rec, shots, fps, overlays, progress=lambda what, done, total: bar.update(
+            task, description=what, completed=done, total=total))
+    for shot, folder in zip(shots, folders):
+        console.print(f"[green]✓[/] {len(shot.times)} frames at {shot.cameras.width}x{shot.cameras.height}: "
+                      f"{escape(str(folder))}/rgb.mp4", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def export(
     work: WorkArg = Path("."),
     format_: Annotated[str, typer.Option("--format", help="ply | splat | cameras | tracks | all (comma-separated).")] = "all",

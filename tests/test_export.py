@@ -15,7 +15,6 @@ from evo.tools import file_interface
 from plyfile import PlyData
 
 from dynrec.artifacts import Cameras, Tracks
-from dynrec.export.cameras import CV_TO_GL
 from dynrec.export.gaussians import (
     SH_C0,
     ply_properties,
@@ -24,7 +23,7 @@ from dynrec.export.gaussians import (
     write_ply,
     write_splat,
 )
-from dynrec.geometry.camera import project
+from dynrec.geometry.camera import CV_TO_GL, project
 from dynrec.geometry.se3 import matrix_to_rot6d
 from dynrec.model.gaussians import Gaussians
 from dynrec.model.himor import GlobalBases

@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-#: OpenCV camera axes to OpenGL's (and back): flip y and z.
-CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])
+from dynrec.geometry.camera import CV_TO_GL
 
 CONVENTION = ("transform_matrix: camera-to-world, OpenGL camera axes (x right, y up, z back) as nerfstudio; "
               "intrinsics in pixels with pixel centres at +0.5; time: frame index of the kept frames")

@@ -27,7 +27,7 @@ from dynrec.artifacts import Cameras, Depth, Frames, Keypoints, Lift, Masks, Tra
 from dynrec.errors import DynrecError
 from dynrec.geometry.camera import w2c_in_other_world
 from dynrec.geometry.lift import project_points, sample_depth
-from dynrec.metrics import MetricNotComputable, psnr, umeyama
+from dynrec.metrics import psnr
 from dynrec.model import losses as L
 from dynrec.model.camera_refine import CameraRefiner
 from dynrec.model.density import DensityConfig, DensityControl
@@ -38,7 +38,7 @@ from dynrec.model.scene import DynamicScene, render_sequence
 from dynrec.model.sirenpose import KeypointAnchors, SirenResidual, sirenpose_loss, track_guess
 from dynrec.model.timing import StepTimer
 from dynrec.stages.base import StageContext, StageSpec
-from dynrec.stages.gt import heldout_cameras, heldout_external, load_gt
+from dynrec.stages.gt import gt_world_to_model, heldout_cameras, heldout_external
 
 MOTIONS = ("himor", "global-bases")
 #: SirenPose Table III rows: baseline, + geometric (keypoint) prior, + SIREN stream, both.
@@ -667,6 +667,9 @@ def _train_and_write(ctx: StageContext, trainer: Trainer, params: ReconParams, d
         ctx.console.print(f"  recon: resuming from the checkpoint at step {resumed_at}")
     final = trainer.run(ctx.progress)
     scene = trainer.scene
+    # leaves chosen afresh, as a scene restored from model.pt chooses them: the renders and
+    # tracks written here are then what every later reader of the model renders
+    scene.refresh_skinning()
     torch.save({"scene": scene.state_dict(), **trainer.extras_state()}, ctx.out / "model.pt")
     meta = {"motion": params.motion, "frames": data.T, "gaussians": len(scene.gaussians),
             "foreground": int(scene.gaussians.foreground.sum()), "params": asdict(params),
@@ -726,30 +729,13 @@ def write_keypoints(trainer: Trainer, folder: Path) -> dict[str, Any]:
     return {"kp_input_error_px": {"init": trainer.kp_error_init, "final": trainer.keypoint_error()}}
 
 
-def gt_world_to_model(ctx: StageContext, data: Data) -> np.ndarray | None:
-    """[4, 4] similarity taking ground-truth world points into the model's world: identity
-    when the cameras are the ground truth's, else the inverse of the Sim(3) that aligns the
-    training camera centres to the ground truth's (Umeyama); None when they cannot be aligned."""
-    cams = Cameras.load(ctx.inputs["cameras"])
-    if cams.method == "gt":
-        return np.eye(4)
-    gt = load_gt(ctx, "cameras", Cameras)
-    try:
-        sim = umeyama(cams.c2w[:, :3, 3], gt.c2w[:, :3, 3])
-    except MetricNotComputable:
-        return None
-    S = np.eye(4)
-    S[:3, :3], S[:3, 3] = sim.scale * sim.R, sim.t
-    return np.linalg.inv(S)
-
-
 def render_heldout(ctx: StageContext, scene: DynamicScene, data: Data, frames_meta: dict) -> dict[str, str]:
     """Render every held-out camera of the ground-truth scene at the training frames' times
     into ``renders/heldout/<cam>/`` (Frames + Depth); returns what happened per camera."""
     cameras = heldout_cameras(ctx)
     if not cameras:
         return {}
-    to_model = gt_world_to_model(ctx, data)
+    to_model = gt_world_to_model(ctx)
     if to_model is None:
         return {name: "not rendered: the training cameras do not move, so the model's world cannot be "
                 "aligned to the ground truth's" for name in cameras}
