@@ -179,6 +179,29 @@ def export(
 
 
 @app.command()
+def view(
+    work: WorkArg = Path("."),
+    host: Annotated[str, typer.Option("--host", help="Address to serve on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 8080,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (deforming and rendering).")] = None,
+) -> None:
+    """Interactive viewer in the browser (viser): time slider, cameras, tracks, render button."""
+    try:
+        from dynrec.view.server import check_port, serve
+    except ImportError as exc:
+        raise DynrecError(f"the viewer needs viser ({exc}): pip install 'dynrec[view]'") from None
+    from dynrec.pipeline.device import resolve_device
+    from dynrec.pipeline.result import load_reconstruction
+
+    check_port(host, port)
+    rec = load_reconstruction(work, device=resolve_device(device or "auto"), console=err)
+    try:
+        serve(rec, host, port, console=err)
+    except KeyboardInterrupt:
+        err.print("viewer stopped")
+
+
+@app.command()
 def status(work: WorkArg = Path(".")) -> None:
     """Every stage: done / stale / failed / missing, with key, duration and size."""
     from dynrec.pipeline.session import open_runner
