@@ -13,9 +13,12 @@ import pytest
 from PIL import Image
 
 from dynrec.artifacts import Depth, Frames
+from dynrec.evaluate.inputs import EvalInputs
 from dynrec.export.render import plan_shots, render_shot
 from dynrec.geometry.camera import look_at, project
+from dynrec.metrics import psnr
 from dynrec.pipeline.result import load_reconstruction
+from dynrec.pipeline.session import open_runner
 from dynrec.render.paths import generated_path, load_camera_file, parse_times
 
 
@@ -130,3 +133,24 @@ def test_render_bad_input(cli, gt_work, work, tmp_path):
     r = cli("render", work, "--path", "static", "--time", "0")
     assert r.code == 1 and "is a file" in r.err
     assert (work / "renders").read_text() == "not a folder"
+
+
+def test_evaluate_renders_the_heldout_cameras_with_the_render_code(cli, work):
+    """The recon stage renders no held-out camera; evaluate renders them from the model with
+    `dynrec render --path heldout`'s code, and mPSNR is computed on those pixels."""
+    assert not (work / "recon" / "renders" / "heldout").exists()
+    r = cli("evaluate", work, "--metrics", "mpsnr", "--no-video")
+    assert r.code == 0, r.err + r.out
+    row = next(m for m in json.loads((work / "eval" / "metrics.json").read_text())["metrics"] if m["metric"] == "mpsnr")
+    assert row["computed"] and row["n"] == 2 * 16
+    r = cli("render", work, "--path", "heldout")
+    assert r.code == 0, r.err + r.out
+    inp = EvalInputs(open_runner(work, create=False, save=False))
+    views = inp.heldout()
+    assert [v.name for v in views] == ["cam0", "cam1"]
+    values = []
+    for view in views:
+        pngs = _pngs(work / "renders" / f"heldout-{view.name}" / "rgb")
+        np.testing.assert_array_equal((view.render * 255).round().astype(np.uint8), pngs)
+        values.append(psnr(pngs / 255.0, view.gt, mask=view.covis, reduction="none"))
+    assert row["value"] == pytest.approx(float(np.nanmean(np.concatenate(values))), rel=1e-9)

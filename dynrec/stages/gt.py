@@ -77,13 +77,6 @@ def heldout_cameras(ctx: StageContext) -> dict[str, Cameras]:
     return out
 
 
-def heldout_external(params: Any, source: Path | None, gt: Path | None) -> list[Path]:
-    """``StageSpec.external`` of a stage that renders the held-out cameras."""
-    if gt is None or not (gt / "heldout").is_dir():
-        return []
-    return sorted(p / "cameras" for p in (gt / "heldout").iterdir() if (p / "cameras").is_dir())
-
-
 def gt_world_to_model(ctx: StageContext) -> np.ndarray | None:
     """[4, 4] similarity taking ground-truth world points into the model's world: identity
     when the cameras are the ground truth's, else the inverse of the Sim(3) that aligns the

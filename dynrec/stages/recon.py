@@ -10,6 +10,9 @@ motions, ``full``: both). Keypoint anchors are built whenever the keypoints inpu
 (``keypoints``), so every row writes ``recon/keypoints`` for evaluation; only ``geo`` and
 ``full`` train them. ``camera_refine`` optimises per-frame corrections of the input cameras
 and writes them to ``recon/cameras``.
+
+The stage knows nothing about ground truth: held-out cameras are rendered from the saved
+model by ``dynrec evaluate`` and ``dynrec render --path heldout``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import torch
 
 from dynrec.artifacts import Cameras, Depth, Frames, Keypoints, Lift, Masks, Tracks
 from dynrec.errors import DynrecError
-from dynrec.geometry.camera import w2c_in_other_world
 from dynrec.geometry.lift import project_points, sample_depth
 from dynrec.metrics import psnr
 from dynrec.model import losses as L
@@ -38,7 +40,6 @@ from dynrec.model.scene import DynamicScene, render_sequence
 from dynrec.model.sirenpose import KeypointAnchors, SirenResidual, sirenpose_loss, track_guess
 from dynrec.model.timing import StepTimer
 from dynrec.stages.base import StageContext, StageSpec
-from dynrec.stages.gt import gt_world_to_model, heldout_cameras, heldout_external
 
 MOTIONS = ("himor", "global-bases")
 #: SirenPose Table III rows: baseline, + geometric (keypoint) prior, + SIREN stream, both.
@@ -693,8 +694,7 @@ def _train_and_write(ctx: StageContext, trainer: Trainer, params: ReconParams, d
     visible = data.track_visible.cpu().numpy()
     Tracks(xy, visible, visible.astype(np.float32), visible.argmax(1), traj).save(ctx.out / "tracks")
     train_psnr = psnr(images / 255.0, data.images.cpu().numpy())
-    heldout = render_heldout(ctx, scene, data, frames_meta)
-    return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at, "heldout": heldout,
+    return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at,
             "step_time_ms": trainer.timer.summary(), **kp_info, **meta, **device_info(device)}
 
 
@@ -729,34 +729,8 @@ def write_keypoints(trainer: Trainer, folder: Path) -> dict[str, Any]:
     return {"kp_input_error_px": {"init": trainer.kp_error_init, "final": trainer.keypoint_error()}}
 
 
-def render_heldout(ctx: StageContext, scene: DynamicScene, data: Data, frames_meta: dict) -> dict[str, str]:
-    """Render every held-out camera of the ground-truth scene at the training frames' times
-    into ``renders/heldout/<cam>/`` (Frames + Depth); returns what happened per camera."""
-    cameras = heldout_cameras(ctx)
-    if not cameras:
-        return {}
-    to_model = gt_world_to_model(ctx)
-    if to_model is None:
-        return {name: "not rendered: the training cameras do not move, so the model's world cannot be "
-                "aligned to the ground truth's" for name in cameras}
-    W, H = data.size
-    done = {}
-    for name, cams in cameras.items():
-        w2c = w2c_in_other_world(cams.w2c, to_model)
-        ctx.progress(f"rendering held-out {name}", 0, data.T)
-        images, depth = render_all(scene, torch.from_numpy(cams.K).float().to(data.K.device),
-                                   torch.from_numpy(w2c).float().to(data.K.device),
-                                   W, H, list(range(data.T)))
-        folder = ctx.out / "renders" / "heldout" / name
-        Frames(images, frames_meta["fps"], np.asarray(frames_meta["source_index"])).save(folder)
-        Depth(depth).save(folder)
-        done[name] = "rendered"
-    return done
-
-
-
 STAGE = StageSpec(
     name="recon", version=3, upstream=("frames", "masks", "align", "tracks", "cameras", "keypoints", "lift"),
-    params=ReconParams, run=run, external=heldout_external, summary="optimise Gaussians + HiMoR",
+    params=ReconParams, run=run, summary="optimise Gaussians + HiMoR",
     for_device=resolve_schedule,
 )
