@@ -14,7 +14,7 @@ from PIL import Image
 
 from dynrec.artifacts import Depth, Frames
 from dynrec.evaluate.inputs import EvalInputs
-from dynrec.export.render import plan_shots, render_shot
+from dynrec.export.render import overlay_colour, plan_shots, render_shot
 from dynrec.geometry.camera import look_at, project
 from dynrec.metrics import psnr
 from dynrec.pipeline.result import load_reconstruction
@@ -154,3 +154,18 @@ def test_evaluate_renders_the_heldout_cameras_with_the_render_code(cli, work):
         np.testing.assert_array_equal((view.render * 255).round().astype(np.uint8), pngs)
         values.append(psnr(pngs / 255.0, view.gt, mask=view.covis, reduction="none"))
     assert row["value"] == pytest.approx(float(np.nanmean(np.concatenate(values))), rel=1e-9)
+
+
+def test_overlays_draw_the_model_keypoints_where_they_project(cli, work):
+    r = cli("render", work, "--path", "static", "--time", "2", "--overlay", "tracks,skeleton")
+    assert r.code == 0, r.err + r.out
+    out = work / "renders" / "static"
+    rgb, drawn = _pngs(out / "rgb")[0], _pngs(out / "overlay")[0]
+    rec = load_reconstruction(work)
+    J = rec.keypoints.xyz.shape[1]
+    xy, z = project(rec.keypoints.xyz[2, J - 1].astype(np.float64), rec.K[2], rec.w2c[2])
+    x, y = round(xy[0]), round(xy[1])
+    assert z > 0 and 0 <= x < rec.width and 0 <= y < rec.height
+    assert tuple(drawn[y, x]) == overlay_colour(J - 1) and tuple(rgb[y, x]) != overlay_colour(J - 1)
+    with av.open(str(out / "overlay.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 1

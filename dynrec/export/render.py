@@ -173,7 +173,8 @@ def render_shot(rec: Reconstruction, shot: Shot, progress: Callable[[int, int], 
     return render_sequence(rec.scene, f(cams.K), f(cams.w2c), shot.times, cams.width, cams.height, progress=progress)
 
 
-def _colour(i: int) -> tuple[int, int, int]:
+def overlay_colour(i: int) -> tuple[int, int, int]:
+    """RGB of overlay item ``i`` (track or keypoint): golden-ratio hues, distinct neighbours."""
     r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.85, 1.0)
     return int(r * 255), int(g * 255), int(b * 255)
 
@@ -197,7 +198,7 @@ def draw_overlays(rec: Reconstruction, shot: Shot, rgb: np.ndarray, overlays: li
             pts = rec.tracks.xyz[::step, max(0, t - trail):t + 1].astype(np.float64)
             xy, z = project(pts, K, w2c)
             for n in range(len(pts)):
-                c = _colour(n * step)
+                c = overlay_colour(n * step)
                 line = [(float(x), float(y)) for (x, y), d in zip(xy[n], z[n]) if d > 0]
                 for a, b in pairwise(line):
                     cv2.line(img, (round(a[0]), round(a[1])), (round(b[0]), round(b[1])), c, 1, cv2.LINE_AA)
@@ -212,7 +213,7 @@ def draw_overlays(rec: Reconstruction, shot: Shot, rgb: np.ndarray, overlays: li
                              (255, 255, 255), 1, cv2.LINE_AA)
             for j in range(len(xy)):
                 if z[j] > 0:
-                    cv2.circle(img, (round(xy[j, 0]), round(xy[j, 1])), 2, _colour(j), -1, cv2.LINE_AA)
+                    cv2.circle(img, (round(xy[j, 0]), round(xy[j, 1])), 2, overlay_colour(j), -1, cv2.LINE_AA)
         out[i] = img
     return out
 
