@@ -158,6 +158,8 @@ def plan_shots(rec: Reconstruction, path: str, times: list[int], size: tuple[int
         raise DynrecError(f"--path must be one of {', '.join(PATHS)} or a camera file (.json), got '{path}'"
                           + ("" if not path.lower().endswith(".json") else " (file not found)"))
     if name is not None:
+        if not name or name.startswith(".") or "/" in name or "\\" in name:
+            raise DynrecError(f"--name must be a plain folder name (no '/', not starting with '.'), got '{name}'")
         if len(shots) > 1:
             raise DynrecError(f"--name: the path '{path}' makes {len(shots)} renders; leave --name out")
         shots[0].name = name
