@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import tomllib
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+import tomli_w
 from PIL import Image
 
 from dynrec.artifacts import Depth, Frames
@@ -169,3 +171,15 @@ def test_overlays_draw_the_model_keypoints_where_they_project(cli, work):
     assert tuple(drawn[y, x]) == overlay_colour(J - 1) and tuple(rgb[y, x]) != overlay_colour(J - 1)
     with av.open(str(out / "overlay.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 1
+
+
+
+def test_a_stale_reconstruction_is_shown_with_a_note(cli, work):
+    """Settings changed since the reconstruction: render still works and says so."""
+    path = work / "dynrec.toml"
+    config = tomllib.loads(path.read_text())
+    config["recon"]["seed"] = 12345
+    path.write_text(tomli_w.dumps(config))
+    r = cli("render", work, "--path", "static", "--time", "0")
+    assert r.code == 0, r.err + r.out
+    assert "stale" in r.err and "params changed: seed" in r.err and f"dynrec reconstruct {work}" in r.err
