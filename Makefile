@@ -66,7 +66,12 @@ demo:
 	b, s = m("$(DEMO)/work"), m("$(DEMO)/work-sirenpose"); \
 	print("keypoint error (px): baseline", f(b.get("kp_err")), " SirenPose", f(s.get("kp_err")), \
 	      "  | 3D track EPE: baseline", f(b.get("epe_3d")), " SirenPose", f(s.get("epe_3d")))'
-	@echo "look first at: $(DEMO)/work/eval/side_by_side.mp4 and $(DEMO)/work/eval/plots/*.png"
+	# new viewpoints and files for other tools: an orbit around the figure with its skeleton
+	# drawn on a copy, then every export format (docs/export.md)
+	$(BIN)/dynrec render $(DEMO)/work --path orbit --overlay skeleton
+	$(BIN)/dynrec export $(DEMO)/work --format all -o $(DEMO)/export
+	@echo "look first at: $(DEMO)/work/eval/side_by_side.mp4, $(DEMO)/work/eval/plots/*.png and $(DEMO)/work/renders/orbit/rgb.mp4"
+	@echo "explore it: $(BIN)/dynrec view $(DEMO)/work   (then open http://localhost:8080)"
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

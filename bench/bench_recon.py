@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -85,12 +86,24 @@ def dynrec(*args: str, env: dict[str, str] | None = None,
     return wall, done
 
 
-def heldout_full_image(work: Path, scene: Path) -> dict[str, float]:
-    """Whole-image PSNR / SSIM of the held-out renders against the scene's held-out frames."""
+def heldout_full_image(work: Path, scene: Path, env: dict[str, str] | None = None,
+                       root: Path | None = None) -> dict[str, float]:
+    """Whole-image PSNR / SSIM of the held-out renders against the scene's held-out frames:
+    ``recon/renders/heldout/<cam>`` of a dynrec that wrote them in the recon stage, else
+    ``dynrec render WORK --path heldout`` (``WORK/renders/heldout-<cam>/``)."""
     scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
-    for folder in sorted((work / "recon" / "renders" / "heldout").iterdir()):
-        render = Frames.load(folder)
-        gt = Frames.load(scene / "heldout" / folder.name / "frames")
+    saved = work / "recon" / "renders" / "heldout"
+    if saved.is_dir():
+        renders = {folder.name: Frames.load(folder) for folder in sorted(saved.iterdir())}
+    else:
+        dynrec("render", str(work), "--path", "heldout", env=env, root=root)
+        index = Frames.load(work / "frames").source_index
+        renders = {}
+        for folder in sorted((work / "renders").glob("heldout-*")):
+            images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((folder / "rgb").glob("*.png"))])
+            renders[folder.name.removeprefix("heldout-")] = Frames(images, 0.0, index)
+    for name, render in renders.items():
+        gt = Frames.load(scene / "heldout" / name / "frames")
         truth = gt.images[render.source_index] / 255.0
         scores["psnr"].append(psnr(render.images / 255.0, truth))
         scores["ssim"].append(ssim(render.images / 255.0, truth))
@@ -128,7 +141,7 @@ def run_motion(base: Path, scene: Path, motion: str, sets: list[str], root: Path
         "gaussians": info["gaussians"],
         "train_psnr": metric(report, "psnr"),
         "train_ssim": metric(report, "ssim"),
-        **heldout_full_image(work, scene),
+        **heldout_full_image(work, scene, env, root),
         "heldout_mpsnr": metric(report, "mpsnr"),
         "heldout_mssim": metric(report, "mssim"),
         "epe_3d": metric(report, "epe_3d"),

@@ -122,6 +122,91 @@ def evaluate(
 
 
 @app.command()
+def render(
+    work: WorkArg = Path("."),
+    path: Annotated[str, typer.Option("--path", help="training | orbit | spiral | dolly | static | heldout | FILE.json (transforms.json cameras).")] = "orbit",
+    time: Annotated[str, typer.Option("--time", help="all | T (frozen time) | A:B (both included).")] = "all",
+    size: Annotated[str | None, typer.Option("--size", help="WxH, or the longer side in pixels (default: the video's size).")] = None,
+    fps: Annotated[float | None, typer.Option("--fps", help="Frame rate of the videos (default: the video's).")] = None,
+    frames: Annotated[int, typer.Option("--frames", help="Cameras of an orbit / spiral / dolly at one time.")] = 60,
+    camera: Annotated[int | None, typer.Option("--camera", help="Training frame whose camera is the static one / starts the path (default: the first time).")] = None,
+    overlay: Annotated[str | None, typer.Option("--overlay", help="Draw on a copy: tracks, skeleton (comma-separated).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Folder under WORK/renders (default: the path's name).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
+) -> None:
+    """Novel-view videos and images (RGB, depth, alpha) into WORK/renders/<name>/."""
+    from dynrec.export.render import parse_overlays, parse_size, plan_shots
+    from dynrec.export.render import render as run_render
+    from dynrec.pipeline.device import resolve_device
+    from dynrec.pipeline.result import load_reconstruction
+    from dynrec.render.paths import parse_times
+
+    overlays = parse_overlays(overlay)
+    rec = load_reconstruction(work, device=resolve_device(device or "auto"), console=err)
+    times = parse_times(time, rec.T)
+    shots = plan_shots(rec, path, times, parse_size(size, rec.width, rec.height) if size else None, frames,
+                       camera, name)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("render", total=None)
+        folders = run_render(rec, shots, fps, overlays, progress=lambda what, done, total: bar.update(
+            task, description=what, completed=done, total=total))
+    for shot, folder in zip(shots, folders):
+        console.print(f"[green]✓[/] {len(shot.times)} frames at {shot.cameras.width}x{shot.cameras.height}: "
+                      f"{escape(str(folder))}/rgb.mp4", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    work: WorkArg = Path("."),
+    format_: Annotated[str, typer.Option("--format", help="ply | splat | cameras | tracks | all (comma-separated).")] = "all",
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Folder to write into (default: WORK/export).")] = None,
+    time: Annotated[str, typer.Option("--time", help="Frames of the ply / splat files: all | T | A:B (both included).")] = "all",
+    sh_degree: Annotated[int, typer.Option("--sh-degree", help="Spherical-harmonic degree of the PLY (0; 3 for viewers that need 45 f_rest).")] = 0,
+) -> None:
+    """Files other tools open: 3DGS PLY and .splat per frame, cameras (transforms.json, TUM), 3D tracks."""
+    from dynrec.export.core import check_output_dir, parse_formats
+    from dynrec.export.core import export as run_export
+    from dynrec.pipeline.result import load_reconstruction
+    from dynrec.render.paths import parse_times
+
+    formats = parse_formats(format_)
+    rec = load_reconstruction(work, console=err)
+    times = parse_times(time, rec.T)
+    out = out if out is not None else rec.root / "export"
+    check_output_dir(out)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("export", total=None)
+        written = run_export(rec, formats, out, times, sh_degree, progress=lambda name, done, total: bar.update(
+            task, description=name, completed=done, total=total))
+    for fmt, files in written.items():
+        shown = ", ".join(escape(str(f)) for f in files[:3]) + (f" (+{len(files) - 3} more)" if len(files) > 3 else "")
+        console.print(f"[green]✓[/] {fmt}: {shown}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def view(
+    work: WorkArg = Path("."),
+    host: Annotated[str, typer.Option("--host", help="Address to serve on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 8080,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda (deforming and rendering).")] = None,
+) -> None:
+    """Interactive viewer in the browser (viser): time slider, cameras, tracks, render button."""
+    try:
+        from dynrec.view.server import check_port, serve
+    except ImportError as exc:
+        raise DynrecError(f"the viewer needs viser ({exc}): pip install 'dynrec[view]'") from None
+    from dynrec.pipeline.device import resolve_device
+    from dynrec.pipeline.result import load_reconstruction
+
+    check_port(host, port)
+    rec = load_reconstruction(work, device=resolve_device(device or "auto"), console=err)
+    try:
+        serve(rec, host, port, console=err)
+    except KeyboardInterrupt:
+        err.print("viewer stopped")
+
+
+@app.command()
 def status(work: WorkArg = Path(".")) -> None:
     """Every stage: done / stale / failed / missing, with key, duration and size."""
     from dynrec.pipeline.session import open_runner

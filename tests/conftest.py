@@ -96,3 +96,19 @@ def gt_work(scene, tmp_path_factory) -> Path:
     except SystemExit as exc:
         assert not exc.code, "preprocess --gt failed"
     return work
+
+
+@pytest.fixture(scope="session")
+def trained_work(gt_work, tmp_path_factory) -> Path:
+    """The tiny scene's work dir reconstructed briefly (20 steps, level 1; do not modify it)."""
+    import shutil
+
+    from dynrec.cli import main
+
+    work = tmp_path_factory.mktemp("trained") / "work"
+    shutil.copytree(gt_work, work)
+    try:
+        main(["reconstruct", str(work), "--steps", "20", "--set", "recon.levels=1"])
+    except SystemExit as exc:
+        assert not exc.code, "reconstruct failed"
+    return work

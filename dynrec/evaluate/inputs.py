@@ -311,32 +311,58 @@ class EvalInputs:
         return self.memo("heldout_names", load)
 
     def heldout(self) -> list[HeldoutView]:
-        """Every held-out camera with its ground truth, the model's render and co-visibility."""
+        """Every held-out camera with its ground truth, the model's render and co-visibility.
+
+        The renders come from the saved model through ``dynrec render``'s code (the
+        ``heldout`` path), or from ``recon/renders/heldout/<cam>`` when every camera is there
+        (reconstructions by older dynrec versions wrote them; tests put known renders there).
+        """
         def load() -> list[HeldoutView]:
             names = self.heldout_names()
             base = self.stage("recon") / "renders" / "heldout"
-            missing = [n for n in names if not (base / n / Frames.FILE).is_file()]
-            if missing:
-                said = ((self.runner.work.manifest("recon") or {}).get("info") or {}).get("heldout") or {}
-                why = said.get(missing[0]) if isinstance(said, dict) else None
-                raise Unavailable(f"no held-out render of {', '.join(missing)} in {base}: " + (
-                    str(why) if why else f"re-run `dynrec reconstruct {self.root} --force` with a dynrec "
-                    "that renders the held-out cameras"))
-            return [self._heldout_view(name, base / name) for name in names]
+            if all((base / n / Frames.FILE).is_file() for n in names):
+                return [self._heldout_view(name, *self._saved_render(name, base / name)) for name in names]
+            rendered = self._render_heldout(names)
+            return [self._heldout_view(name, *rendered[name]) for name in names]
         return self.memo("heldout", load)
 
-    def _heldout_view(self, name: str, render_dir: Path) -> HeldoutView:
+    def _saved_render(self, name: str, render_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
         frames = Frames.load(render_dir)
         self._check_frames(frames, render_dir, f"recon/renders/heldout/{name}")
         depth = Depth.load(render_dir).depth if (render_dir / Depth.FILE).is_file() else None
         if depth is not None:
             self._check_count(depth.shape[0], render_dir / Depth.FILE, "depth")
+        return _to_float(frames.images), depth
+
+    def _render_heldout(self, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Images [T, H, W, 3] in [0, 1] and depth [T, H, W] of each held-out camera at the kept
+        frames, rendered from ``recon/model.pt`` (imported here: ``dynrec.export`` uses this
+        package's video helpers)."""
+        from dynrec.export.render import plan_shots, render_shot
+        from dynrec.pipeline.result import load_reconstruction
+
+        try:
+            rec = load_reconstruction(self.root, device=self.runner.device)
+            shots = {shot.name: shot for shot in plan_shots(rec, "heldout", list(range(rec.T)))}
+        except DynrecError as exc:
+            raise Unavailable(f"no held-out render: {exc}") from None
+        missing = [n for n in names if f"heldout-{n}" not in shots]
+        if missing:
+            raise Unavailable(f"no held-out render of {', '.join(missing)}: "
+                              f"{self.gt_scene() / 'heldout' / missing[0] / 'cameras'} not found")
+        out = {}
+        for name in names:
+            seq = render_shot(rec, shots[f"heldout-{name}"])
+            out[name] = (_to_float(seq.rgb8), seq.depth)
+        return out
+
+    def _heldout_view(self, name: str, render: np.ndarray, depth: np.ndarray | None) -> HeldoutView:
         folder = self._gt_folder("heldout", name)
         gt_frames = Frames.load(self._gt_folder("heldout", name, "frames"))
         _, gh, gw = gt_frames.shape
         index, W, H = frame_selection(self._gt_ctx(), gt_frames.shape[0], gw, gh)
         gt = _to_float(resize_images(gt_frames.images[index], W, H))
-        return HeldoutView(name, gt, _to_float(frames.images), depth, self._covis(folder, index, W, H))
+        return HeldoutView(name, gt, render, depth, self._covis(folder, index, W, H))
 
     def _covis(self, folder: Path, index: np.ndarray, W: int, H: int) -> np.ndarray:
         """Co-visibility masks [T, H, W]: ``covisible/`` of an imported dataset, or computed

@@ -8,11 +8,16 @@
   A camera looking straight at a point puts it at ``(cx, cy)``; ``cx = W / 2`` is the
   image centre.
 * Depth is **z-depth** (the camera-frame z), in scene units; 0 means unknown.
+* Files for other tools (nerfstudio ``transforms.json``) use **OpenGL** camera axes (x right,
+  y up, z back): ``c2w_gl = c2w_cv @ CV_TO_GL``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+#: OpenCV camera axes to OpenGL's and back (its own inverse): flip y and z.
+CV_TO_GL = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def pixel_centers(height: int, width: int) -> np.ndarray:

@@ -8,8 +8,10 @@ RGB, the foreground mask, expected depth and alpha.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -18,6 +20,39 @@ from dynrec.model.himor import GlobalBases, MotionTree
 from dynrec.model.sirenpose import SirenResidual, deform_with_residual
 from dynrec.model.skinning import knn
 from dynrec.render import rasterize
+
+
+@dataclass
+class Snapshot:
+    """The Gaussians of a scene at one frame, in the scene's order (not the render order).
+
+    ``means`` [G, 3] world positions (foreground deformed to the frame), ``quats`` [G, 4]
+    unit wxyz rotations, ``log_scales`` [G, 3] log standard deviations, ``opacity_logits``
+    [G], ``colors`` [G, 3] RGB in (0, 1), ``foreground`` [G] bool. Raw logits and log
+    scales are kept so exporters write the model's values, not re-inverted activations.
+    """
+
+    means: Tensor
+    quats: Tensor
+    log_scales: Tensor
+    opacity_logits: Tensor
+    colors: Tensor
+    foreground: Tensor
+
+    @property
+    def scales(self) -> Tensor:
+        """[G, 3] standard deviations."""
+        return torch.exp(self.log_scales)
+
+    @property
+    def opacities(self) -> Tensor:
+        """[G] opacities in (0, 1)."""
+        return torch.sigmoid(self.opacity_logits)
+
+    def select(self, keep: Tensor) -> Snapshot:
+        """The Gaussians where ``keep`` [G] bool is true."""
+        return Snapshot(self.means[keep], self.quats[keep], self.log_scales[keep], self.opacity_logits[keep],
+                        self.colors[keep], self.foreground[keep])
 
 
 @dataclass
@@ -105,6 +140,19 @@ class DynamicScene(nn.Module):
         nearest = knn(points, fg_means.detach(), 1)[:, 0]
         return self.motion.deform(points, quats, t, coefs=g.motion_coefs[g.foreground][nearest])[0]
 
+    @torch.no_grad()
+    def snapshot(self, t: int) -> Snapshot:
+        """The Gaussians at frame ``t``: the background as it is, the foreground deformed."""
+        g = self.gaussians
+        fg = g.foreground
+        means, quats = g.means.detach().clone(), g.quats.detach().clone()
+        if bool(fg.any()):
+            fg_means, fg_quats = self.deform_foreground(torch.tensor([t], device=means.device))
+            means[fg], quats[fg] = fg_means[0], fg_quats[0]
+        quats = quats / quats.norm(dim=-1, keepdim=True)
+        return Snapshot(means, quats, g.log_scales.detach().clone(), g.opacity_logits.detach().clone(),
+                        g.colors.detach(), fg.clone())
+
     def render_features(self, fg_means: Tensor, fg_quats: Tensor, bg_features: Tensor | None, fg_features: Tensor,
                         K: Tensor, w2c: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
         """Alpha-composite per-Gaussian features instead of colours: ``bg_features`` [Gb, D]
@@ -158,3 +206,44 @@ class DynamicScene(nn.Module):
         colors = torch.cat([g.colors, fg[:, None].to(g.colors.dtype)], dim=1)[order]
         out = rasterize(means, quats, g.scales[order], g.opacities[order], colors, w2c, K, width, height)
         return Frame(out.rgb[..., :3], out.rgb[..., 3:4], out.depth, out.alpha, out.info, order)
+
+
+@dataclass
+class Sequence:
+    """Renders of a camera sequence: ``rgb`` [F, H, W, 3] float in [0, 1], ``depth`` [F, H, W]
+    expected z-depth (0 where nothing was drawn), ``alpha`` [F, H, W], ``fg`` [F, H, W] the
+    foreground channel (all numpy on the CPU)."""
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    alpha: np.ndarray
+    fg: np.ndarray
+
+    @property
+    def rgb8(self) -> np.ndarray:
+        """[F, H, W, 3] uint8: ``rgb`` clamped and rounded, as every saved render is."""
+        return (np.clip(self.rgb, 0, 1) * 255).round().astype(np.uint8)
+
+
+@torch.no_grad()
+def render_sequence(scene: DynamicScene, K: Tensor, w2c: Tensor, ts: list[int], width: int, height: int,
+                    chunk: int = 4, progress: Callable[[int, int], None] | None = None) -> Sequence:
+    """Render frame ``ts[i]`` with camera ``K[i]`` [3, 3], ``w2c[i]`` [4, 4] for every i,
+    ``chunk`` frames per rasterizer call (:meth:`DynamicScene.render_frames`).
+
+    The one renderer of finished scenes: the recon stage's training and held-out renders,
+    ``dynrec render`` and the viewer all go through it, so they agree pixel for pixel.
+    ``progress(done, total)`` is called after each chunk.
+    """
+    if len(ts) != len(K) or len(ts) != len(w2c):
+        raise ValueError(f"render_sequence: {len(ts)} frames but {len(K)} K and {len(w2c)} w2c")
+    parts: list[list[np.ndarray]] = [[], [], [], []]
+    for s in range(0, len(ts), chunk):
+        frames = ts[s:s + chunk]
+        means, quats = scene.deform_foreground(torch.tensor(frames, device=K.device))
+        out = scene.render_frames(means, quats, K[s:s + len(frames)], w2c[s:s + len(frames)], width, height)
+        for part, value in zip(parts, (out.rgb, out.depth[..., 0], out.alpha[..., 0], out.fg[..., 0])):
+            part.append(value.float().cpu().numpy())
+        if progress is not None:
+            progress(min(s + chunk, len(ts)), len(ts))
+    return Sequence(*(np.concatenate(p) for p in parts))

@@ -13,6 +13,7 @@ import numpy as np
 
 from dynrec.artifacts import Cameras, Frames, Keypoints, Tracks
 from dynrec.errors import DynrecError
+from dynrec.metrics import MetricNotComputable, umeyama
 from dynrec.stages.base import StageContext
 
 
@@ -76,8 +77,18 @@ def heldout_cameras(ctx: StageContext) -> dict[str, Cameras]:
     return out
 
 
-def heldout_external(params: Any, source: Path | None, gt: Path | None) -> list[Path]:
-    """``StageSpec.external`` of a stage that renders the held-out cameras."""
-    if gt is None or not (gt / "heldout").is_dir():
-        return []
-    return sorted(p / "cameras" for p in (gt / "heldout").iterdir() if (p / "cameras").is_dir())
+def gt_world_to_model(ctx: StageContext) -> np.ndarray | None:
+    """[4, 4] similarity taking ground-truth world points into the model's world: identity
+    when the cameras are the ground truth's, else the inverse of the Sim(3) that aligns the
+    training camera centres to the ground truth's (Umeyama); None when they cannot be aligned."""
+    cams = Cameras.load(ctx.inputs["cameras"])
+    if cams.method == "gt":
+        return np.eye(4)
+    gt = load_gt(ctx, "cameras", Cameras)
+    try:
+        sim = umeyama(cams.c2w[:, :3, 3], gt.c2w[:, :3, 3])
+    except MetricNotComputable:
+        return None
+    S = np.eye(4)
+    S[:3, :3], S[:3, 3] = sim.scale * sim.R, sim.t
+    return np.linalg.inv(S)

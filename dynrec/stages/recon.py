@@ -10,6 +10,9 @@ motions, ``full``: both). Keypoint anchors are built whenever the keypoints inpu
 (``keypoints``), so every row writes ``recon/keypoints`` for evaluation; only ``geo`` and
 ``full`` train them. ``camera_refine`` optimises per-frame corrections of the input cameras
 and writes them to ``recon/cameras``.
+
+The stage knows nothing about ground truth: held-out cameras are rendered from the saved
+model by ``dynrec evaluate`` and ``dynrec render --path heldout``.
 """
 
 from __future__ import annotations
@@ -25,20 +28,18 @@ import torch
 
 from dynrec.artifacts import Cameras, Depth, Frames, Keypoints, Lift, Masks, Tracks
 from dynrec.errors import DynrecError
-from dynrec.geometry.camera import w2c_in_other_world
 from dynrec.geometry.lift import project_points, sample_depth
-from dynrec.metrics import MetricNotComputable, psnr, umeyama
+from dynrec.metrics import psnr
 from dynrec.model import losses as L
 from dynrec.model.camera_refine import CameraRefiner
 from dynrec.model.density import DensityConfig, DensityControl
 from dynrec.model.gaussians import GaussianLRs, Gaussians
 from dynrec.model.himor import GlobalBases, MotionLRs, MotionTree, TreeConfig, knn_curve
 from dynrec.model.restore import restore_scene
-from dynrec.model.scene import DynamicScene
+from dynrec.model.scene import DynamicScene, render_sequence
 from dynrec.model.sirenpose import KeypointAnchors, SirenResidual, sirenpose_loss, track_guess
 from dynrec.model.timing import StepTimer
 from dynrec.stages.base import StageContext, StageSpec
-from dynrec.stages.gt import heldout_cameras, heldout_external, load_gt
 
 MOTIONS = ("himor", "global-bases")
 #: SirenPose Table III rows: baseline, + geometric (keypoint) prior, + SIREN stream, both.
@@ -615,19 +616,12 @@ def density_control(params: ReconParams, data: Data) -> DensityControl:
     return DensityControl(config, scene_scale(data))
 
 
-@torch.no_grad()
 def render_all(scene: DynamicScene, K: torch.Tensor, w2c: torch.Tensor, width: int, height: int,
                ts: list[int], chunk: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Images [T, H, W, 3] uint8 and z-depth [T, H, W] at frames ``ts`` with cameras ``K``, ``w2c``
-    [T, ...] (aligned with ``ts``), ``chunk`` frames per rasterizer call."""
-    images, depths = [], []
-    for s in range(0, len(ts), chunk):
-        frames = ts[s:s + chunk]
-        means, quats = scene.deform_foreground(torch.tensor(frames, device=K.device))
-        out = scene.render_frames(means, quats, K[s:s + len(frames)], w2c[s:s + len(frames)], width, height)
-        images.append((out.rgb.clamp(0, 1) * 255).round().byte().cpu().numpy())
-        depths.append(out.depth[..., 0].cpu().numpy())
-    return np.concatenate(images), np.concatenate(depths)
+    [T, ...] (aligned with ``ts``), through :func:`~dynrec.model.scene.render_sequence`."""
+    out = render_sequence(scene, K, w2c, ts, width, height, chunk)
+    return out.rgb8, out.depth
 
 
 def out_of_memory_message(trainer: Trainer | None, data: Data, params: ReconParams, device: torch.device) -> str:
@@ -674,6 +668,9 @@ def _train_and_write(ctx: StageContext, trainer: Trainer, params: ReconParams, d
         ctx.console.print(f"  recon: resuming from the checkpoint at step {resumed_at}")
     final = trainer.run(ctx.progress)
     scene = trainer.scene
+    # leaves chosen afresh, as a scene restored from model.pt chooses them: the renders and
+    # tracks written here are then what every later reader of the model renders
+    scene.refresh_skinning()
     torch.save({"scene": scene.state_dict(), **trainer.extras_state()}, ctx.out / "model.pt")
     meta = {"motion": params.motion, "frames": data.T, "gaussians": len(scene.gaussians),
             "foreground": int(scene.gaussians.foreground.sum()), "params": asdict(params),
@@ -697,8 +694,7 @@ def _train_and_write(ctx: StageContext, trainer: Trainer, params: ReconParams, d
     visible = data.track_visible.cpu().numpy()
     Tracks(xy, visible, visible.astype(np.float32), visible.argmax(1), traj).save(ctx.out / "tracks")
     train_psnr = psnr(images / 255.0, data.images.cpu().numpy())
-    heldout = render_heldout(ctx, scene, data, frames_meta)
-    return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at, "heldout": heldout,
+    return {"final_losses": final, "train_psnr": train_psnr, "resumed_at": resumed_at,
             "step_time_ms": trainer.timer.summary(), **kp_info, **meta, **device_info(device)}
 
 
@@ -733,51 +729,8 @@ def write_keypoints(trainer: Trainer, folder: Path) -> dict[str, Any]:
     return {"kp_input_error_px": {"init": trainer.kp_error_init, "final": trainer.keypoint_error()}}
 
 
-def gt_world_to_model(ctx: StageContext, data: Data) -> np.ndarray | None:
-    """[4, 4] similarity taking ground-truth world points into the model's world: identity
-    when the cameras are the ground truth's, else the inverse of the Sim(3) that aligns the
-    training camera centres to the ground truth's (Umeyama); None when they cannot be aligned."""
-    cams = Cameras.load(ctx.inputs["cameras"])
-    if cams.method == "gt":
-        return np.eye(4)
-    gt = load_gt(ctx, "cameras", Cameras)
-    try:
-        sim = umeyama(cams.c2w[:, :3, 3], gt.c2w[:, :3, 3])
-    except MetricNotComputable:
-        return None
-    S = np.eye(4)
-    S[:3, :3], S[:3, 3] = sim.scale * sim.R, sim.t
-    return np.linalg.inv(S)
-
-
-def render_heldout(ctx: StageContext, scene: DynamicScene, data: Data, frames_meta: dict) -> dict[str, str]:
-    """Render every held-out camera of the ground-truth scene at the training frames' times
-    into ``renders/heldout/<cam>/`` (Frames + Depth); returns what happened per camera."""
-    cameras = heldout_cameras(ctx)
-    if not cameras:
-        return {}
-    to_model = gt_world_to_model(ctx, data)
-    if to_model is None:
-        return {name: "not rendered: the training cameras do not move, so the model's world cannot be "
-                "aligned to the ground truth's" for name in cameras}
-    W, H = data.size
-    done = {}
-    for name, cams in cameras.items():
-        w2c = w2c_in_other_world(cams.w2c, to_model)
-        ctx.progress(f"rendering held-out {name}", 0, data.T)
-        images, depth = render_all(scene, torch.from_numpy(cams.K).float().to(data.K.device),
-                                   torch.from_numpy(w2c).float().to(data.K.device),
-                                   W, H, list(range(data.T)))
-        folder = ctx.out / "renders" / "heldout" / name
-        Frames(images, frames_meta["fps"], np.asarray(frames_meta["source_index"])).save(folder)
-        Depth(depth).save(folder)
-        done[name] = "rendered"
-    return done
-
-
-
 STAGE = StageSpec(
     name="recon", version=3, upstream=("frames", "masks", "align", "tracks", "cameras", "keypoints", "lift"),
-    params=ReconParams, run=run, external=heldout_external, summary="optimise Gaussians + HiMoR",
+    params=ReconParams, run=run, summary="optimise Gaussians + HiMoR",
     for_device=resolve_schedule,
 )

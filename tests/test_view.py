@@ -1,0 +1,160 @@
+"""`dynrec view`: the viser viewer serves the page, its time control deforms the Gaussians,
+its toggles hide parts, its render button renders the current view with `dynrec render`'s
+code; as a command it prints the URL, stops on Ctrl-C and names a port in use."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dynrec
+from dynrec.artifacts import Frames
+from dynrec.pipeline.result import load_reconstruction
+
+viser = pytest.importorskip("viser")
+
+from dynrec.view.server import ViewCamera, Viewer, matrix_wxyz, serve
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 60.0) -> bytes:
+    """GET ``url``, retrying until it answers or ``timeout`` seconds pass."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.read()
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.fixture
+def work(trained_work: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "work"
+    shutil.copytree(trained_work, out)
+    return out
+
+
+def test_viewer_scene_time_toggles_and_render_button(work):
+    rec = load_reconstruction(work)
+    port = free_port()
+    server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
+    try:
+        assert b"<!doctype html>" in get(f"http://127.0.0.1:{port}/").lower()
+        viewer = Viewer(rec, server)
+        fg = rec.scene.gaussians.foreground.numpy()
+        splats = viewer.splats["foreground"]
+        assert len(splats.centers) == fg.sum() and len(viewer.splats["background"].centers) == (~fg).sum()
+        at0 = np.array(splats.centers)
+        viewer.slider.value = 8  # as the browser's slider does: the callback shows frame 8
+        assert viewer.time == 8
+        np.testing.assert_allclose(splats.centers, rec.scene.snapshot(8).means[fg].numpy(), atol=1e-6)
+        assert np.abs(np.array(splats.centers) - at0).max() > 1e-3
+        assert len(viewer.frusta) == 16 and len(viewer.skeleton.points) > 0 and len(viewer.tracks.points) > 0
+        viewer.toggles["foreground"].value = False
+        viewer.toggles["cameras"].value = False
+        assert not splats.visible and viewer.splats["background"].visible
+        assert not any(f.visible for f in viewer.frusta)
+        viewer.toggles["tracks"].value = False
+        viewer.set_time(3)
+        assert not viewer.tracks.visible and viewer.skeleton.visible
+        # the render button's work: the viewpoint of training camera 3 over every frame gives
+        # the training render at frame 3 (the tiny scene's cameras have fx = fy, centred)
+        K = rec.K[3]
+        assert K[0, 0] == K[1, 1] and (K[0, 2], K[1, 2]) == (rec.width / 2, rec.height / 2)
+        c2w = np.linalg.inv(rec.w2c[3])
+        camera = ViewCamera(matrix_wxyz(c2w[:3, :3]), c2w[:3, 3], float(2 * np.arctan(rec.height / (2 * K[1, 1]))),
+                            rec.width / rec.height)
+        folder = viewer.render_view(camera)
+        assert folder == work / "renders" / "view-001"
+        frames = sorted((folder / "rgb").glob("*.png"))
+        assert len(frames) == 16
+        train = Frames.load(work / "recon" / "renders" / "train").images
+        np.testing.assert_array_equal(np.asarray(Image.open(frames[3])), train[3])
+    finally:
+        server.stop()
+
+
+def test_view_command_serves_and_stops_on_ctrl_c(work):
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(Path(dynrec.__file__).parents[1]), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "dynrec", "view", str(work), "--host", "127.0.0.1",
+                             "--port", str(port), "--device", "cpu"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        end = time.monotonic() + 90
+        while not any("Ctrl-C" in line for line in lines) and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.2)
+        page = get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert b"<!doctype html>" in page.lower()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(lines)
+    assert proc.returncode == 0, out
+    assert f"http://localhost:{port}" in out and "Ctrl-C" in out and "viewer stopped" in out
+
+
+def test_view_names_a_port_in_use_and_a_missing_reconstruction(cli, work, gt_work):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = cli("view", work, "--port", port)
+    assert r.code == 1 and f"port {port}" in r.err and "in use" in r.err and "--port" in r.err
+    r = cli("view", gt_work, "--port", free_port())
+    assert r.code == 1 and "no reconstruction" in r.err and "dynrec reconstruct" in r.err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="no headless browser: Debian's `chromium` is not installed (apt-get install chromium)")
+def test_viewer_in_a_real_browser(work, tmp_path):
+    """Screenshots by headless Chromium show the scene, and change with the time."""
+    rec = load_reconstruction(work)
+    port = free_port()
+    ready, stop = threading.Event(), threading.Event()
+    thread = threading.Thread(target=serve, args=(rec, "127.0.0.1", port), kwargs={"ready": ready, "stop": stop})
+    thread.start()
+    try:
+        assert ready.wait(60)
+
+        def shot(name: str) -> np.ndarray:
+            path = tmp_path / name
+            subprocess.run(["chromium", "--headless", "--no-sandbox", "--use-angle=swiftshader",
+                            "--enable-unsafe-swiftshader", "--window-size=640,480", "--virtual-time-budget=15000",
+                            f"--screenshot={path}", f"http://127.0.0.1:{port}/"], check=True, timeout=120,
+                           capture_output=True)
+            return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+        first = shot("a.png")
+        background = first[-1, -1]
+        assert (np.abs(first - background).sum(-1) > 30).mean() > 0.01
+    finally:
+        stop.set()
+        thread.join(30)
