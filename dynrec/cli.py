@@ -64,11 +64,14 @@ def preprocess(
         raise DynrecError(f"no input video: give one, e.g. `dynrec preprocess video.mp4 -o {out}`")
     try:
         runner.run(PREPROCESS, from_=from_, only=only, force=force)
-    finally:  # the sheets of the stages that are done help most when a later one fails
-        if sheets and runner.work.manifest("frames") is not None:
-            _write_sheets(out)
+    except DynrecError:  # the sheets of the stages that are done help most when a later one fails
+        if sheets:
+            _write_sheets(out, quiet=True)
+        raise
     commit_config(runner)
     _print_status(runner)
+    if sheets:
+        _write_sheets(out)
 
 
 @app.command()
@@ -220,10 +223,18 @@ def inspect(work: WorkArg = Path(".")) -> None:
     _write_sheets(work)
 
 
-def _write_sheets(work: Path) -> None:
+def _write_sheets(work: Path, quiet: bool = False) -> None:
+    """Contact sheets of WORK's inputs; ``quiet``: after a failure, skip them if they cannot be made
+    (a corrupt artifact) so that the failure's own message is the one shown."""
     from dynrec.evaluate.inspect import inspect as make_sheets
 
-    for path in make_sheets(work):
+    try:
+        paths = make_sheets(work)
+    except DynrecError:
+        if not quiet:
+            raise
+        return
+    for path in paths:
         console.print(f"look at: {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
