@@ -66,6 +66,31 @@ def preprocess(
     _print_status(runner)
 
 
+@app.command("import")
+def import_(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="dycheck | davis | tum | bonn.")],
+    src: Annotated[Path, typer.Argument(help="The dataset's scene folder (DAVIS: its root, with --scene).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Work directory to create or resume.")] = ...,
+    scene: Annotated[str | None, typer.Option("--scene", help="Sequence name (DAVIS), or a name to record.")] = None,
+    resolution: Annotated[str | None, typer.Option("--resolution", help="dycheck: 1x | 2x; davis: 480p | Full-Resolution.")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Offline backends for the stages the dataset has no ground truth for.")] = False,
+    run_all: Annotated[bool, typer.Option("--preprocess/--gt-only", help="Run every preprocessing stage, or only those filled from the dataset.")] = True,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Import a benchmark scene: frames and every stage it has ground truth for (docs/datasets.md)."""
+    from dynrec.datasets import import_dataset
+
+    runner, manifest = import_dataset(fmt, src, out, resolution=resolution, scene=scene, offline=offline,
+                                      preprocess=run_all, preset=preset, sets=list(set_ or []), console=err)
+    console.print(f"[green]✓[/] {escape(manifest['dataset'])} scene {escape(manifest['scene'])} "
+                  f"({manifest['frames']} frames, split {escape(str(manifest['split']))}): ground truth "
+                  f"{', '.join(manifest['modalities']) or 'none'}", highlight=False)
+    for item in manifest["missing"]:
+        console.print(f"[yellow]missing:[/] {escape(item)}", highlight=False)
+    _print_status(runner)
+
+
 @app.command()
 def reconstruct(
     work: WorkArg = Path("."),
