@@ -68,11 +68,11 @@ def preprocess(
 
 @app.command("import")
 def import_(
-    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="dycheck | davis | tum | bonn.")],
-    src: Annotated[Path, typer.Argument(help="The dataset's scene folder (DAVIS: its root, with --scene).")],
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="dycheck | davis | sintel | tum | bonn.")],
+    src: Annotated[Path, typer.Argument(help="The dataset's scene folder (DAVIS: its root, Sintel: training/, with --scene).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Work directory to create or resume.")] = ...,
     scene: Annotated[str | None, typer.Option("--scene", help="Sequence name (DAVIS), or a name to record.")] = None,
-    resolution: Annotated[str | None, typer.Option("--resolution", help="dycheck: 1x | 2x; davis: 480p | Full-Resolution.")] = None,
+    resolution: Annotated[str | None, typer.Option("--resolution", help="dycheck: 1x | 2x; davis: 480p | Full-Resolution; sintel: final | clean.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Offline backends for the stages the dataset has no ground truth for.")] = False,
     run_all: Annotated[bool, typer.Option("--preprocess/--gt-only", help="Run every preprocessing stage, or only those filled from the dataset.")] = True,
     preset: PresetOpt = None,

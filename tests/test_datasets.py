@@ -17,6 +17,7 @@ from datasets_fixtures import (
     write_dycheck,
     write_tum,
 )
+from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from dynrec.artifacts import Cameras, Depth, Frames, Keypoints, Masks, Tracks
@@ -246,3 +247,38 @@ def test_bonn_marker_poses_become_rigid_camera_poses(tmp_path):
     np.testing.assert_allclose(moved, ros @ T @ ros @ out, atol=1e-12)  # out = T_m (T_ros @ T_ros = I)
     with pytest.raises(Exception, match="rgb.txt"):
         convert("bonn", tmp_path)
+
+
+# ----- Sintel -------------------------------------------------------------------------------
+def test_sintel_cam_and_dpt_files(cli, scene, tmp_path):
+    """.cam (x = M N X, principal point at (W-1)/2) and .dpt files written as the Sintel SDK does
+    come back as the synth scene's cameras (+0.5 pixel centres) and depth."""
+    from dynrec.datasets.sintel import write_cam, write_dpt
+
+    frames = Frames.load(scene / "gt" / "frames").images[:5]
+    cams = Cameras.load(scene / "gt" / "cameras")
+    depth = Depth.load(scene / "gt" / "depth").depth[:5]
+    root = tmp_path / "training"
+    for sub in ("final/alley_9", "camdata_left/alley_9", "depth/alley_9"):
+        (root / sub).mkdir(parents=True)
+    for t in range(5):
+        name = f"frame_{t + 1:04d}"
+        Image.fromarray(frames[t]).save(root / "final" / "alley_9" / f"{name}.png")
+        M = cams.K[t].astype(np.float64).copy()
+        M[:2, 2] -= 0.5
+        write_cam(root / "camdata_left" / "alley_9" / f"{name}.cam", M, cams.w2c[t][:3].astype(np.float64))
+        write_dpt(root / "depth" / "alley_9" / f"{name}.dpt", depth[t])
+    work = tmp_path / "work"
+    r = cli("import", "sintel", root, "-o", work, "--scene", "alley_9", "--gt-only")
+    assert r.code == 0, r.err
+    got = Cameras.load(work / "dataset" / "gt" / "cameras")
+    np.testing.assert_allclose(got.K, cams.K[:5], atol=1e-5)
+    np.testing.assert_allclose(got.w2c, cams.w2c[:5], atol=1e-6)
+    np.testing.assert_array_equal(Depth.load(work / "depth").depth, depth)
+    assert json.loads((work / "dataset" / "manifest.json").read_text())["split"] == "training"
+    (root / "depth" / "alley_9" / "frame_0002.dpt").write_bytes(b"PIEH0000")  # the tag, then 4 bytes
+    with pytest.raises(Exception, match="frame_0002.dpt: truncated"):
+        convert("sintel", root, scene="alley_9")
+    (root / "depth" / "alley_9" / "frame_0002.dpt").write_bytes(b"\x00" * 64)
+    with pytest.raises(Exception, match="frame_0002.dpt: not a Sintel file"):
+        convert("sintel", root, scene="alley_9")

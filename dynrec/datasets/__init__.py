@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from dynrec.datasets import davis, dycheck, tum
+from dynrec.datasets import davis, dycheck, sintel, tum
 from dynrec.datasets.scene import ImportedScene, write_scene
 from dynrec.errors import DynrecError
 from dynrec.pipeline.hashing import hash_json
@@ -33,6 +33,7 @@ Converter = Callable[..., ImportedScene]
 FORMATS: dict[str, Converter] = {
     "dycheck": dycheck.convert,
     "davis": davis.convert,
+    "sintel": sintel.convert,
     "tum": tum.convert,
     "bonn": partial(tum.convert, bonn=True),
 }
