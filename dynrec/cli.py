@@ -122,6 +122,7 @@ def evaluate(
     weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Folder of metric network weights (also searched: $DYNREC_WEIGHTS).")] = None,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Text describing the video, for clip_t.")] = None,
     video: Annotated[bool, typer.Option("--video/--no-video", help="Write eval/side_by_side.mp4.")] = True,
+    protocol: Annotated[str | None, typer.Option("--protocol", help="A benchmark's metric set, masks and alignment: dycheck | som | pose | nvidia.")] = None,
 ) -> None:
     """Metrics table, eval/metrics.json, per-frame plots and a side-by-side video.
 
@@ -133,7 +134,7 @@ def evaluate(
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("evaluate", total=None)
         report = run_evaluation(
-            work, metrics=metrics, weights_dir=weights_dir, prompt=prompt, video=video, console=err,
+            work, metrics=metrics, weights_dir=weights_dir, prompt=prompt, video=video, console=err, protocol=protocol,
             progress=lambda name, done, total: bar.update(task, description=f"evaluate: {name}",
                                                           completed=done, total=total))
     print_report(console, report)
