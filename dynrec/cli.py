@@ -142,6 +142,31 @@ def evaluate(
         raise typer.Exit(code=2)
 
 
+@app.command("bench-table")
+def bench_table(
+    runs: Annotated[Path, typer.Argument(help="Folder of work dirs evaluated with --protocol (or one work dir).")],
+    protocol: Annotated[str, typer.Option("--protocol", help="dycheck | som | pose | nvidia.")] = ...,
+) -> None:
+    """dynrec's runs in the layout of the paper's table, beside the published numbers (cited)."""
+    from dynrec.evaluate.bench import build, write
+
+    table = build(runs, protocol)
+    md, js = write(table, runs)
+    metrics = [(m, label) for m, label in table.layout.columns if any(c[1] == m for t in table.cells.values() for c in t)]
+    out = Table(title=f"dynrec bench-table: protocol {protocol} (the paper's layout: {escape(str(md))})")
+    for col in ("scene", "method", *(label for _, label in metrics)):
+        out.add_column(col, justify="left" if col in ("scene", "method") else "right")
+    for scene in table.scenes:
+        for method, cells in table.cells.items():
+            vals = [cells.get((scene, m)) for m, _ in metrics]
+            if any(v is not None for v in vals):
+                out.add_row(scene, method, *("" if v is None else f"{v:.4g}" for v in vals))
+    console.print(out)
+    for i, note in enumerate(table.notes, 1):
+        console.print(escape(f"[{i}] {note}"), highlight=False)
+    console.print(f"table: {escape(str(md))}, {escape(str(js))}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def status(work: WorkArg = Path(".")) -> None:
     """Every stage: done / stale / failed / missing, with key, duration and size."""
