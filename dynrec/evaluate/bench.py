@@ -165,6 +165,9 @@ def build(runs_dir: Path, protocol: str) -> BenchTable:
             notes.append(f"dynrec {label}: {NOT_COMPUTED[metric]}")
     for method, srcs in sources.items():
         notes.append(f"{method}: {'; '.join(sorted(srcs))}")
+    if protocol == "pose":
+        notes.append("SirenPose Table II's DAVIS column: DAVIS has no ground-truth cameras and the paper does not say "
+                     "what its poses were compared with; dynrec cannot evaluate poses on DAVIS")
     if protocol == "dycheck":
         notes.append("HiMoR Table 1 masks only the background with the co-visibility mask (LPIPS); dynrec's mLPIPS "
                      "masks every non-co-visible pixel as DyCheck does")
