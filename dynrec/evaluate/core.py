@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from dynrec.artifacts.base import save_json
+from dynrec.datasets.scene import KEYPOINT_DEPTH_FILE
 from dynrec.errors import DynrecError
 from dynrec.evaluate.checks import checks
 from dynrec.evaluate.compute import GT_NEEDS, HELDOUT_NEEDS, Models, compute_metric
@@ -64,6 +65,11 @@ def unsupported(name: str, inp: EvalInputs) -> str | None:
         return NO_GT
     if "text_prompt" in needs and not inp.prompt:
         return "no text prompt: pass --prompt TEXT"
+    if "gt_keypoint_pairs" in needs and not (inp.runner.gt / "gt" / "keypoints").is_dir():
+        return "the ground truth has no keypoint annotations"
+    if "gt_keypoint_depth" in needs and not (inp.runner.gt / "gt" / KEYPOINT_DEPTH_FILE).is_file():
+        return ("the ground-truth keypoints have no depth-lifted 3D positions (an imported dataset's "
+                "keypoint_depth.npz; a synth scene's keypoints are joints inside the body)")
     if needs & HELDOUT_NEEDS and (inp.runner.gt / "scene.json").is_file():
         try:
             inp.heldout_names()
