@@ -73,6 +73,7 @@ def import_(
     out: Annotated[Path, typer.Option("-o", "--out", help="Work directory to create or resume.")] = ...,
     scene: Annotated[str | None, typer.Option("--scene", help="Sequence name (DAVIS), or a name to record.")] = None,
     resolution: Annotated[str | None, typer.Option("--resolution", help="dycheck: 1x | 2x; davis: 480p | Full-Resolution; sintel: final | clean.")] = None,
+    frames: Annotated[str | None, typer.Option("--frames", help="START:STOP:STEP of the dataset's frames (e.g. 30:140 as MonST3R on Bonn).")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Offline backends for the stages the dataset has no ground truth for.")] = False,
     run_all: Annotated[bool, typer.Option("--preprocess/--gt-only", help="Run every preprocessing stage, or only those filled from the dataset.")] = True,
     preset: PresetOpt = None,
@@ -81,7 +82,7 @@ def import_(
     """Import a benchmark scene: frames and every stage it has ground truth for (docs/datasets.md)."""
     from dynrec.datasets import import_dataset
 
-    runner, manifest = import_dataset(fmt, src, out, resolution=resolution, scene=scene, offline=offline,
+    runner, manifest = import_dataset(fmt, src, out, resolution=resolution, scene=scene, frames=frames, offline=offline,
                                       preprocess=run_all, preset=preset, sets=list(set_ or []), console=err)
     console.print(f"[green]✓[/] {escape(manifest['dataset'])} scene {escape(manifest['scene'])} "
                   f"({manifest['frames']} frames, split {escape(str(manifest['split']))}): ground truth "

@@ -213,7 +213,7 @@ def test_tum_trajectory_depth_scale_and_association(cli, scene, tmp_path):
     work = tmp_path / "work"
     r = cli("import", "tum", src, "-o", work, "--gt-only")
     assert r.code == 0, r.err
-    assert "1 of 9 colour frames have no depth or pose within 0.02 s: dropped" in " ".join(r.out.split())
+    assert "1 of 9 colour frames have no ground-truth pose within 0.02 s: dropped" in " ".join(r.out.split())
     cams = Cameras.load(work / "dataset" / "gt" / "cameras")
     np.testing.assert_allclose(cams.c2w, c2w, atol=1e-5)
     np.testing.assert_allclose(cams.K[0], [[535.4, 0, 320.6], [0, 539.2, 248.1], [0, 0, 1]], atol=1e-4)
@@ -223,6 +223,21 @@ def test_tum_trajectory_depth_scale_and_association(cli, scene, tmp_path):
     assert manifest["dataset"] == "tum" and manifest["scene"] == src.name and manifest["frames"] == 8
     scene_json = json.loads((work / "dataset" / "scene.json").read_text())
     assert scene_json["fps"] == pytest.approx(30.0) and scene_json["camera"] == "freiburg3"
+
+    # a benchmark's frame subset (as MonST3R's stride 3 on TUM): cameras, depth and fps follow
+    sub = tmp_path / "sub"
+    r = cli("import", "tum", src, "-o", sub, "--frames", "1:7:2", "--gt-only")
+    assert r.code == 0, r.err
+    np.testing.assert_allclose(Cameras.load(sub / "dataset" / "gt" / "cameras").c2w, c2w[1:7:2], atol=1e-5)
+    np.testing.assert_allclose(Depth.load(sub / "depth").depth, np.round(depth[1:7:2] * 5000) / 5000, atol=1e-6)
+    sub_json = json.loads((sub / "dataset" / "scene.json").read_text())
+    assert sub_json["frame_indices"] == [1, 3, 5] and sub_json["fps"] == pytest.approx(15.0)
+    assert sub_json["timestamps"] == pytest.approx(list(stamps[1:7:2]))
+    assert json.loads((sub / "dataset" / "manifest.json").read_text())["frames_selected"] == "1:7:2"
+    r = cli("import", "tum", src, "-o", sub, "--frames", "1:x")
+    assert r.code == 1 and "START:STOP:STEP" in r.err
+    r = cli("import", "tum", src, "-o", sub, "--frames", "5:6")
+    assert r.code == 1 and "keeps 1 of 8 frames" in r.err
 
     # a quarter turn about z, as written by TUM: qz = qw = sqrt(1/2)
     (tmp_path / "gt.txt").write_text("# t tx ty tz qx qy qz qw\n1.0 1 2 3 0 0 0.70710678 0.70710678\n")

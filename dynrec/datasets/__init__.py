@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from dynrec.datasets import davis, dycheck, sintel, tum
@@ -39,13 +40,33 @@ FORMATS: dict[str, Converter] = {
 }
 
 
-def convert(fmt: str, src: Path, resolution: str | None = None, scene: str | None = None) -> ImportedScene:
-    """Read ``src`` as ``fmt``; unknown formats and missing folders are errors that say so."""
+def parse_frames(spec: str, count: int) -> np.ndarray:
+    """``START:STOP:STEP`` (Python slice syntax, each part optional) -> frame indices of ``count``."""
+    parts = spec.split(":")
+    try:
+        if len(parts) > 3:
+            raise ValueError(spec)
+        values = [int(p) if p.strip() else None for p in parts] + [None] * (3 - len(parts))
+    except ValueError:
+        raise DynrecError(f"--frames expects START:STOP:STEP (e.g. 30:140 or ::3), got {spec!r}") from None
+    if values[2] is not None and values[2] <= 0:
+        raise DynrecError(f"--frames: the step must be positive, got {values[2]}")
+    return np.arange(count)[slice(*values)]
+
+
+def convert(fmt: str, src: Path, resolution: str | None = None, scene: str | None = None,
+            frames: str | None = None) -> ImportedScene:
+    """Read ``src`` as ``fmt`` (and keep the frames ``frames``, a ``START:STOP:STEP`` slice of
+    the dataset's frames); unknown formats and missing folders are errors that say so."""
     if fmt not in FORMATS:
         raise DynrecError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
     if not src.is_dir():
         raise DynrecError(f"{fmt} dataset not found: {src} is not a folder")
-    return FORMATS[fmt](src, resolution=resolution, scene=scene)
+    imported = FORMATS[fmt](src, resolution=resolution, scene=scene)
+    if frames is not None:
+        imported = imported.take(parse_frames(frames, imported.T))
+        imported.info["frames_selected"] = frames
+    return imported
 
 
 def config_sets(scene: ImportedScene, folder: Path, offline: bool) -> list[str]:
@@ -72,7 +93,7 @@ def write_dataset(work: WorkDir, fmt: str, src: Path, scene: ImportedScene) -> d
     manifest = {"stage": DATASET, "key": key, "format": fmt, "dataset": scene.dataset, "scene": scene.scene,
                 "split": scene.split, "heldout_split": info.get("heldout_split"), "source": str(src.resolve()),
                 "modalities": info["modalities"], "gt_stages": info["gt_stages"], "missing": scene.missing,
-                "frames": scene.T, "time": time.time()}
+                "frames": scene.T, "frames_selected": scene.info.get("frames_selected"), "time": time.time()}
     work.commit(DATASET, manifest)
     return manifest
 
@@ -91,7 +112,7 @@ def ready_stages(runner: Runner, targets: list[str]) -> list[str]:
 
 
 def import_dataset(fmt: str, src: Path, work: Path, *, resolution: str | None = None, scene: str | None = None,
-                   offline: bool = False, preprocess: bool = True, preset: str | None = None,
+                   frames: str | None = None, offline: bool = False, preprocess: bool = True, preset: str | None = None,
                    sets: list[str] | None = None, console: Console | None = None) -> tuple[Runner, dict[str, Any]]:
     """Convert, write ``WORK/dataset/``, configure ``WORK`` and run the preprocessing stages
     (all of them with ``preprocess``, else only the ground-truth ones that need nothing else).
@@ -100,7 +121,7 @@ def import_dataset(fmt: str, src: Path, work: Path, *, resolution: str | None = 
     """
     from dynrec.pipeline.session import commit_config, open_runner
 
-    imported = convert(fmt, src, resolution, scene)
+    imported = convert(fmt, src, resolution, scene, frames)
     workdir = WorkDir.open(work, create=True)
     manifest = write_dataset(workdir, fmt, src, imported)
     folder = workdir.stage_dir(DATASET)

@@ -80,6 +80,37 @@ class ImportedScene:
         """Stages whose ``gt`` backend can copy this scene's ground truth."""
         return [m for m in self.modalities() if m not in self.eval_only]
 
+    def take(self, index: np.ndarray) -> ImportedScene:
+        """The scene at frames ``index`` [T'] of its frames (a benchmark's frame subset);
+        ``info["frame_indices"]`` records them in the dataset's frame order."""
+        index = np.asarray(index, dtype=np.int64)
+        if len(index) < 2:
+            raise DynrecError(f"{self.dataset} import: the frame selection keeps {len(index)} of {self.T} frames; "
+                              "dynrec needs at least 2")
+        f = self.frames
+        step = float(np.median(np.diff(index)))  # a stride lowers the frame rate
+        frames = Frames(f.images[index], f.fps / max(step, 1.0), np.arange(len(index)), f.source)
+        cams = self.cameras
+        cameras = None if cams is None else Cameras(cams.K[index], cams.w2c[index], cams.width, cams.height, cams.method)
+        heldout = {
+            name: HeldoutView(Frames(v.frames.images[index], v.frames.fps, np.arange(len(index)), v.frames.source),
+                              Cameras(v.cameras.K[index], v.cameras.w2c[index], v.cameras.width, v.cameras.height,
+                                      v.cameras.method),
+                              None if v.covisible is None else v.covisible[index],
+                              None if v.depth is None else v.depth[index], None if v.masks is None else v.masks[index])
+            for name, v in self.heldout.items()}
+        info = {k: ([v[i] for i in index] if isinstance(v, list) and len(v) == self.T else v)
+                for k, v in self.info.items()}
+        previous = self.info.get("frame_indices")
+        info["frame_indices"] = [int(previous[i]) if previous else int(i) for i in index]
+        return ImportedScene(
+            self.dataset, self.scene, self.split, frames, cameras,
+            None if self.depth is None else self.depth[index], None if self.masks is None else self.masks[index],
+            None if self.tracks is None else self.tracks.select(index),
+            None if self.keypoints is None else self.keypoints.select(index),
+            None if self.keypoint_valid_3d is None else self.keypoint_valid_3d[index],
+            heldout, info, list(self.missing), self.eval_only)
+
     def check(self) -> None:
         """Every modality has the training view's frame count and size; errors name both."""
         T, H, W = self.frames.shape

@@ -12,9 +12,10 @@ the benchmark's ``associate.py`` / ``evaluate_ate.py``)::
 
 Conversions (tested in tests/test_datasets.py):
 
-* Association as ``associate.py``: each colour frame takes the nearest depth image and the
-  nearest ground-truth pose within ``max_difference`` = 0.02 s; frames without both are
-  dropped (the import says how many).
+* Association as ``associate.py``: each colour frame takes the nearest ground-truth pose and
+  the nearest depth image within ``max_difference`` = 0.02 s; frames without a pose are dropped
+  (as MonST3R's ``prepare_tum.py``, which associates colour and ground truth only), frames
+  without depth keep a depth of 0 (the import says how many of each).
 * Intrinsics are the published ROS calibrations (pixel centres at integer coordinates), so
   ``cx + 0.5``, ``cy + 0.5`` give ours. TUM freiburg1 / 2 images are distorted; the
   distortion is ignored, as the pose benchmarks (MonST3R, CasualSAM) do.
@@ -131,11 +132,11 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
     if not depth_rows:
         missing.append("depth: no depth.txt")
     stamps = np.array([t for t, _ in rgb])
-    d_idx = associate(stamps, np.array([t for t, _ in depth_rows])) if depth_rows else np.zeros(len(rgb), int)
+    d_idx = associate(stamps, np.array([t for t, _ in depth_rows])) if depth_rows else np.full(len(rgb), -1)
     cam_name = camera_of(src.name, "bonn" if bonn else camera)
     gt_path = src / "groundtruth.txt"
     poses = None
-    keep = d_idx >= 0
+    keep = np.ones(len(rgb), bool)
     if gt_path.is_file():
         g_stamps, c2w = read_trajectory(gt_path)
         g_idx = associate(stamps, g_stamps)
@@ -145,16 +146,28 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
         missing.append("cameras: no groundtruth.txt")
     dropped = int((~keep).sum())
     if keep.sum() < 2:
-        raise DynrecError(f"{src}: {int(keep.sum())} colour frame(s) have a depth image and a ground-truth pose within "
+        raise DynrecError(f"{src}: {int(keep.sum())} colour frame(s) have a ground-truth pose within "
                           f"{MAX_DIFFERENCE} s; nothing to import")
     if dropped:
-        missing.append(f"{dropped} of {len(rgb)} colour frames have no depth or pose within {MAX_DIFFERENCE} s: dropped")
+        missing.append(f"{dropped} of {len(rgb)} colour frames have no ground-truth pose within {MAX_DIFFERENCE} s: "
+                       "dropped")
     rows = np.flatnonzero(keep)
     images = np.stack([read_rgb(src / rgb[i][1][0]) for i in rows])
     T, H, W = images.shape[:3]
-    depth = np.stack([read_depth_png(src / depth_rows[d_idx[i]][1][0], DEPTH_SCALE) for i in rows]) if depth_rows else None
-    if depth is not None and depth.shape[1:] != (H, W):
-        raise DynrecError(f"{src}: depth images are {depth.shape[2]}x{depth.shape[1]}, colour {W}x{H}")
+    depth = None
+    if depth_rows:
+        depth = np.zeros((T, H, W), np.float32)
+        for k, i in enumerate(rows):
+            if d_idx[i] >= 0:
+                d = read_depth_png(src / depth_rows[d_idx[i]][1][0], DEPTH_SCALE)
+                if d.shape != (H, W):
+                    raise DynrecError(f"{src / depth_rows[d_idx[i]][1][0]}: depth is {d.shape[1]}x{d.shape[0]}, "
+                                      f"colour {W}x{H}")
+                depth[k] = d
+        no_depth = int((d_idx[rows] < 0).sum())
+        if no_depth:
+            missing.append(f"depth: {no_depth} of {T} frames have no depth image within {MAX_DIFFERENCE} s; "
+                           "they are 0 (unknown)")
     cameras = None
     if poses is not None:
         c2w = poses[g_idx[rows]]

@@ -66,7 +66,10 @@ PROTOCOLS: dict[str, Protocol] = {
             "pose", ("ate", "rpe_trans", "rpe_rot"),
             "evo's APE / RPE as used by MonST3R (Zhang et al. 2024) and SirenPose (Table II) on Sintel, Bonn, TUM, DAVIS",
             "none", "any (poses only)",
-            "every kept frame; RPE over consecutive frames (delta 1)",
+            "every kept frame, RPE over consecutive frames (delta 1); MonST3R's subsets (datasets_preprocess/"
+            "prepare_bonn.py, prepare_tum.py, dust3r/eval_metadata.py): Sintel's 14 dynamic sequences in full, Bonn "
+            "balloon2 / crowd2 / crowd3 / person_tracking2 / synchronous frames 30:140, TUM frames 0:270:3 (90) — "
+            "import them with `dynrec import ... --frames`",
             "Sim(3) Umeyama on camera centres (evo --align --correct_scale); SirenPose says 'Horn quaternion closure', "
             "the same least-squares similarity",
             "SirenPose Table II (MonST3R, DPVO, Robust-CVD, SirenPose on Sintel / Bonn / DAVIS)",
