@@ -47,7 +47,8 @@ PROTOCOLS: dict[str, Protocol] = {
             "core/tasks/kp_transfer.py (PCK-T)",
             "the dataset's co-visibility masks (covisible/<f>x/val), pixels seen by >= 5 training frames",
             "2x (DyCheck's default factor, 360x480 for the iPhone scenes)",
-            "held-out (val) frames at the training times; keypoint transfer over all ordered pairs of annotated frames",
+            "held-out (val) frames at the training times; keypoint transfer over all ordered pairs of the frames with a "
+            "keypoint file (DyCheck's task samples 10 strided frames, NUM_KEYPOINT_FRAMES, and loads their files)",
             "none: the dataset's cameras",
             "the iPhone results of DyCheck and Shape of Motion (mPSNR, mSSIM, mLPIPS, PCK-T); HiMoR Table 1 reports "
             "PCK-T and LPIPS but masks only the background",
