@@ -68,21 +68,23 @@ def preprocess(
 
 @app.command("import")
 def import_(
-    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="dycheck | davis | sintel | tum | bonn.")],
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="dycheck | davis | sintel | tum | bonn | nvidia.")],
     src: Annotated[Path, typer.Argument(help="The dataset's scene folder (DAVIS: its root, Sintel: training/, with --scene).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Work directory to create or resume.")] = ...,
     scene: Annotated[str | None, typer.Option("--scene", help="Sequence name (DAVIS), or a name to record.")] = None,
     resolution: Annotated[str | None, typer.Option("--resolution", help="dycheck: 1x | 2x; davis: 480p | Full-Resolution; sintel: final | clean.")] = None,
     frames: Annotated[str | None, typer.Option("--frames", help="START:STOP:STEP of the dataset's frames (e.g. 30:140 as MonST3R on Bonn).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="KEY=VALUE for the format (tum: camera; davis: objects; nvidia: train, test).")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Offline backends for the stages the dataset has no ground truth for.")] = False,
     run_all: Annotated[bool, typer.Option("--preprocess/--gt-only", help="Run every preprocessing stage, or only those filled from the dataset.")] = True,
     preset: PresetOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Import a benchmark scene: frames and every stage it has ground truth for (docs/datasets.md)."""
-    from dynrec.datasets import import_dataset
+    from dynrec.datasets import import_dataset, parse_options
 
-    runner, manifest = import_dataset(fmt, src, out, resolution=resolution, scene=scene, frames=frames, offline=offline,
+    runner, manifest = import_dataset(fmt, src, out, resolution=resolution, scene=scene, frames=frames,
+                                      options=parse_options(list(option or [])), offline=offline,
                                       preprocess=run_all, preset=preset, sets=list(set_ or []), console=err)
     console.print(f"[green]✓[/] {escape(manifest['dataset'])} scene {escape(manifest['scene'])} "
                   f"({manifest['frames']} frames, split {escape(str(manifest['split']))}): ground truth "

@@ -142,3 +142,38 @@ def write_tum(out: Path, images: np.ndarray, depth_m: np.ndarray, c2w: np.ndarra
 def _write(path: Path, obj: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1))
+
+
+def llff_row(K: np.ndarray, w2c: np.ndarray, width: int, height: int, scale: float = 1.0) -> np.ndarray:
+    """An LLFF ``poses_bounds`` row [17] for an OpenCV camera: rotation columns (down, right,
+    backwards), hwf at ``scale`` times the image size, near / far 0.1 / 10."""
+    c2w = np.linalg.inv(w2c)
+    m = np.zeros((3, 5))
+    m[:, 0], m[:, 1], m[:, 2] = c2w[:3, 1], c2w[:3, 0], -c2w[:3, 2]
+    m[:, 3] = c2w[:3, 3]
+    m[:, 4] = [height * scale, width * scale, K[0, 0] * scale]
+    return np.concatenate([m.ravel(), [0.1, 10.0]])
+
+
+def write_nvidia(scene: Path, out: Path) -> None:
+    """A static-camera synth ``scene`` as an NSFF Nvidia scene: the training view as cam04, held-out
+    cam0 / cam1 as cam03 / cam05, the other rig slots repeating cam04; poses at 2x (hwf rescaled);
+    training masks in mv_masks; 12 extra rows as the monocular images' poses."""
+    frames = Frames.load(scene / "gt" / "frames").images
+    T, H, W = frames.shape[:3]
+    cams = Cameras.load(scene / "gt" / "cameras")
+    views = {3: ("heldout/cam0", None), 4: ("gt", None), 5: ("heldout/cam1", None)}
+    imgs = {k: Frames.load(scene / v / "frames").images for k, (v, _) in views.items()}
+    rig = {k: Cameras.load(scene / v / "cameras") for k, (v, _) in views.items()}
+    rows = [llff_row(rig.get(c, cams).K[0], rig.get(c, cams).w2c[0].astype(np.float64), W, H, 2.0)
+            for c in range(1, 13)]
+    dense = out / "dense"
+    masks = Masks.load(scene / "gt" / "masks").masks
+    for t in range(T):
+        (dense / "mv_images" / f"{t:05d}").mkdir(parents=True)
+        (dense / "mv_masks" / f"{t:05d}").mkdir(parents=True)
+        for c in range(1, 13):
+            Image.fromarray(imgs.get(c, imgs[4])[t]).save(dense / "mv_images" / f"{t:05d}" / f"cam{c:02d}.jpg",
+                                                           quality=95)
+        Image.fromarray(masks[t].astype(np.uint8) * 255).save(dense / "mv_masks" / f"{t:05d}" / "cam04.png")
+    np.save(dense / "poses_bounds.npy", np.stack(rows + rows))

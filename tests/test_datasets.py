@@ -192,6 +192,9 @@ def test_davis_annotations_become_the_masks_artifact(cli, scene, tmp_path):
     jpg = Frames.load(work / "frames").images
     assert np.abs(jpg.astype(int) - frames).mean() < 6  # JPEG at quality 95
 
+    only2 = convert("davis", root, scene="tiny-walk", options={"objects": "2"})  # --option objects=2
+    np.testing.assert_array_equal(only2.masks, labels == 2)
+
     # an annotation missing: frames imported, masks not, and said so
     (root / "Annotations" / "480p" / "tiny-walk" / "00003.png").unlink()
     imported = convert("davis", root, scene="tiny-walk")
@@ -297,3 +300,37 @@ def test_sintel_cam_and_dpt_files(cli, scene, tmp_path):
     (root / "depth" / "alley_9" / "frame_0002.dpt").write_bytes(b"\x00" * 64)
     with pytest.raises(Exception, match="frame_0002.dpt: not a Sintel file"):
         convert("sintel", root, scene="alley_9")
+
+
+# ----- Nvidia -------------------------------------------------------------------------------
+def test_nvidia_llff_rig(cli, tmp_path):
+    """LLFF rows (down, right, back columns; hwf at another size) of the NSFF layout become the
+    static rig's OpenCV cameras; cam04 is the video, --option test= picks the held-out cameras."""
+    from datasets_fixtures import write_nvidia
+
+    from dynrec.synth import generate
+
+    synth = tmp_path / "static"
+    generate(synth, preset="tiny", seed=1, camera="static")
+    src = tmp_path / "Balloon1-2"
+    write_nvidia(synth, src)
+    work = tmp_path / "work"
+    r = cli("import", "nvidia", src, "-o", work, "--scene", "balloon1", "--option", "test=3,5", "--gt-only")
+    assert r.code == 0, r.err
+    manifest = json.loads((work / "dataset" / "manifest.json").read_text())
+    assert (manifest["dataset"], manifest["scene"], manifest["split"]) == ("nvidia", "balloon1", "train cam04")
+    assert manifest["modalities"] == ["cameras", "masks"]
+    gt = Cameras.load(synth / "gt" / "cameras")
+    cams = Cameras.load(work / "dataset" / "gt" / "cameras")
+    np.testing.assert_allclose(cams.w2c, gt.w2c, atol=1e-5)
+    np.testing.assert_allclose(cams.K[:, 0, 0], gt.K[:, 0, 0], rtol=1e-6)  # hwf at 2x rescaled
+    assert cams.K[0, 0, 2] == pytest.approx(32.5) and cams.K[0, 1, 2] == pytest.approx(24.5)  # NeRF's centre
+    held = Cameras.load(work / "dataset" / "heldout" / "cam03" / "cameras")
+    np.testing.assert_allclose(held.w2c, Cameras.load(synth / "heldout" / "cam0" / "cameras").w2c, atol=1e-5)
+    assert sorted(p.name for p in (work / "dataset" / "heldout").iterdir()) == ["cam03", "cam05"]
+    np.testing.assert_array_equal(Masks.load(work / "dataset" / "gt" / "masks").masks,
+                                  Masks.load(synth / "gt" / "masks").masks)
+    r = cli("import", "nvidia", src, "-o", tmp_path / "w2", "--option", "train=13")
+    assert r.code == 1 and "camera numbers 1-12" in r.err
+    r = cli("import", "nvidia", src, "-o", tmp_path / "w2", "--option", "views=4")
+    assert r.code == 1 and "unknown option 'views'" in r.err and "train, test" in r.err

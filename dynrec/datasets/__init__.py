@@ -11,6 +11,7 @@ backend.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from functools import partial
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from dynrec.datasets import davis, dycheck, sintel, tum
+from dynrec.datasets import davis, dycheck, nvidia, sintel, tum
 from dynrec.datasets.scene import ImportedScene, write_scene
 from dynrec.errors import DynrecError
 from dynrec.pipeline.hashing import hash_json
@@ -37,6 +38,7 @@ FORMATS: dict[str, Converter] = {
     "sintel": sintel.convert,
     "tum": tum.convert,
     "bonn": partial(tum.convert, bonn=True),
+    "nvidia": nvidia.convert,
 }
 
 
@@ -54,15 +56,38 @@ def parse_frames(spec: str, count: int) -> np.ndarray:
     return np.arange(count)[slice(*values)]
 
 
+def format_options(fmt: str) -> list[str]:
+    """The ``--option`` names a format's converter takes (``camera`` for TUM, ``train`` for Nvidia)."""
+    params = inspect.signature(FORMATS[fmt]).parameters
+    return [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in ("resolution", "scene", "bonn")]
+
+
+def parse_options(items: list[str]) -> dict[str, str]:
+    """``["train=4", "test=3,5,6"]`` -> ``{"train": "4", "test": "3,5,6"}``."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise DynrecError(f"--option expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
 def convert(fmt: str, src: Path, resolution: str | None = None, scene: str | None = None,
-            frames: str | None = None) -> ImportedScene:
-    """Read ``src`` as ``fmt`` (and keep the frames ``frames``, a ``START:STOP:STEP`` slice of
-    the dataset's frames); unknown formats and missing folders are errors that say so."""
+            frames: str | None = None, options: dict[str, str] | None = None) -> ImportedScene:
+    """Read ``src`` as ``fmt`` with the format's ``options`` (and keep the frames ``frames``, a
+    ``START:STOP:STEP`` slice of the dataset's frames); unknown formats, options and missing
+    folders are errors that say so."""
     if fmt not in FORMATS:
         raise DynrecError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
     if not src.is_dir():
         raise DynrecError(f"{fmt} dataset not found: {src} is not a folder")
-    imported = FORMATS[fmt](src, resolution=resolution, scene=scene)
+    options = dict(options or {})
+    known = format_options(fmt)
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        raise DynrecError(f"{fmt}: unknown option {', '.join(map(repr, unknown))}; known: {', '.join(known) or 'none'}")
+    imported = FORMATS[fmt](src, resolution=resolution, scene=scene, **options)
     if frames is not None:
         imported = imported.take(parse_frames(frames, imported.T))
         imported.info["frames_selected"] = frames
@@ -112,7 +137,7 @@ def ready_stages(runner: Runner, targets: list[str]) -> list[str]:
 
 
 def import_dataset(fmt: str, src: Path, work: Path, *, resolution: str | None = None, scene: str | None = None,
-                   frames: str | None = None, offline: bool = False, preprocess: bool = True, preset: str | None = None,
+                   frames: str | None = None, options: dict[str, str] | None = None, offline: bool = False, preprocess: bool = True, preset: str | None = None,
                    sets: list[str] | None = None, console: Console | None = None) -> tuple[Runner, dict[str, Any]]:
     """Convert, write ``WORK/dataset/``, configure ``WORK`` and run the preprocessing stages
     (all of them with ``preprocess``, else only the ground-truth ones that need nothing else).
@@ -121,7 +146,7 @@ def import_dataset(fmt: str, src: Path, work: Path, *, resolution: str | None = 
     """
     from dynrec.pipeline.session import commit_config, open_runner
 
-    imported = convert(fmt, src, resolution, scene, frames)
+    imported = convert(fmt, src, resolution, scene, frames, options)
     workdir = WorkDir.open(work, create=True)
     manifest = write_dataset(workdir, fmt, src, imported)
     folder = workdir.stage_dir(DATASET)

@@ -41,8 +41,13 @@ def _split_of(root: Path, seq: str) -> str:
 
 
 def convert(src: Path, *, resolution: str | None = None, scene: str | None = None,
-            objects: tuple[int, ...] = ()) -> ImportedScene:
-    """Read sequence ``scene`` of the DAVIS root ``src`` at ``resolution`` (default ``480p``)."""
+            objects: str = "") -> ImportedScene:
+    """Read sequence ``scene`` of the DAVIS root ``src`` at ``resolution`` (default ``480p``);
+    ``objects`` ("1,3") keeps only those annotated objects in the masks (default: all)."""
+    try:
+        ids = tuple(int(o) for o in objects.split(",") if o.strip())
+    except ValueError:
+        raise DynrecError(f"davis: --option objects= expects object ids like 1,2, got {objects!r}") from None
     res = resolution or "480p"
     if res not in RESOLUTIONS:
         raise DynrecError(f"davis: resolution must be one of {', '.join(RESOLUTIONS)}, got {res!r}")
@@ -78,7 +83,7 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
             if labels.shape != (T, H, W):
                 raise DynrecError(f"{ann}: annotations are {labels.shape[2]}x{labels.shape[1]} but the frames "
                                   f"{W}x{H}")
-            masks = np.isin(labels, objects) if objects else labels > 0
+            masks = np.isin(labels, ids) if ids else labels > 0
     frames = Frames(images, FPS, np.arange(T), f"davis {src} {res}/{scene}")
-    info = {"resolution": res, "source": str(src), "objects": list(objects) or "all", "units": None}
+    info = {"resolution": res, "source": str(src), "objects": list(ids) or "all", "units": None}
     return ImportedScene(FORMAT, scene, _split_of(src, scene), frames, masks=masks, info=info, missing=missing)
