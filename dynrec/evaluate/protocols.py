@@ -80,7 +80,8 @@ PROTOCOLS: dict[str, Protocol] = {
             "Nvidia dynamic scenes (Yoon et al. 2020) as HiMoR uses them (following Marbles): train on camera 4 of "
             "the rig, test on cameras 3, 5 and 6",
             "none (full images)", "as imported",
-            "held-out cameras at every training time",
+            "held-out cameras at every training time (DynIBaR's eval_nvidia.py skips the first and last 3 times; "
+            "HiMoR does not say which times it uses)",
             "none: the dataset's cameras",
             "HiMoR Table 2 / Table 4 (PSNR, SSIM, LPIPS per scene)",
             ("nvidia",)),
