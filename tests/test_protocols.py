@@ -12,7 +12,7 @@ import pytest
 from datasets_fixtures import write_dycheck
 from test_evaluate import load_report, write_recon
 
-from dynrec.metrics.keypoints import apck_transfer, epe_transfer, keypoint_queries, pck_transfer
+from dynrec.metrics.transfer import apck_transfer, epe_transfer, keypoint_queries, pck_transfer
 
 
 def carried(gt: np.ndarray, visible: np.ndarray, offset: np.ndarray) -> np.ndarray:

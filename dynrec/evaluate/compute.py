@@ -23,7 +23,7 @@ from dynrec.evaluate.inputs import EvalInputs, HeldoutView, Unavailable
 from dynrec.geometry.lift import project_points
 from dynrec.metrics.base import MetricNotComputable
 from dynrec.metrics.frechet import FVD_CLIP_LEN
-from dynrec.metrics.keypoints import apck_transfer, epe_transfer, keypoint_queries, pck_transfer
+from dynrec.metrics.transfer import apck_transfer, epe_transfer, keypoint_queries, pck_transfer
 from dynrec.model.tracking import query_trajectories
 
 HELDOUT_NEEDS = frozenset({"gt_heldout", "covis_masks"})
