@@ -43,6 +43,7 @@ def preprocess(
     weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Folder of learned-backend weights (<org>/<name>; also searched: $DYNREC_WEIGHTS, the hub caches).")] = None,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Name the subject: 'x,y' pixels of the input video's first kept frame, several as 'x1,y1;x2,y2' (masks stage).")] = None,
     prompt_box: Annotated[str | None, typer.Option("--prompt-box", help="Name the subject by a box 'x0,y0,x1,y1' around it (pixels of the first kept frame; masks stage).")] = None,
+    sheets: Annotated[bool, typer.Option("--sheets/--no-sheets", help="Write contact sheets of the inputs to WORK/inspect/ (as `dynrec inspect`).")] = True,
     preset: PresetOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -64,6 +65,8 @@ def preprocess(
     runner.run(PREPROCESS, from_=from_, only=only, force=force)
     commit_config(runner)
     _print_status(runner)
+    if sheets:
+        _write_sheets(out)
 
 
 @app.command("import")
@@ -181,10 +184,14 @@ def status(work: WorkArg = Path(".")) -> None:
 @app.command()
 def inspect(work: WorkArg = Path(".")) -> None:
     """Contact sheets of the inputs (masks, tracks, cameras, depth) in WORK/inspect/."""
+    _write_sheets(work)
+
+
+def _write_sheets(work: Path) -> None:
     from dynrec.evaluate.inspect import inspect as make_sheets
 
     for path in make_sheets(work):
-        console.print(f"sheet: {escape(str(path))}", highlight=False, soft_wrap=True)
+        console.print(f"look at: {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -17,7 +17,7 @@ import pytest
 import tomli_w
 import torch
 
-from dynrec.artifacts import Cameras, Depth, Frames, Lift, Tracks
+from dynrec.artifacts import Cameras, Depth, Frames, Keypoints, Lift, Tracks
 from dynrec.errors import DynrecError
 from dynrec.evaluate.core import parse_metrics
 from dynrec.evaluate.covis import covisible_masks
@@ -40,7 +40,7 @@ def work(gt_work: Path, tmp_path: Path) -> Path:
 def write_recon(work: Path, scene: Path, *, renders: np.ndarray | None = None,
                 heldout: dict[str, np.ndarray] | None = None, cameras: Cameras | None = None,
                 xy_shift: tuple[float, float] = (0.0, 0.0),
-                xyz_shift: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> None:
+                xyz_shift: tuple[float, float, float] = (0.0, 0.0, 0.0), keypoints: Keypoints | None = None) -> None:
     """Commit a fake, *done* recon stage: renders (default: the input frames), held-out
     renders (default: the ground-truth held-out frames), optional refined cameras, and the
     ground-truth trajectories of the lifted tracks shifted by ``xy_shift`` / ``xyz_shift``."""
@@ -63,6 +63,8 @@ def write_recon(work: Path, scene: Path, *, renders: np.ndarray | None = None,
             tmp / "renders" / "heldout" / cam)
     if cameras is not None:
         cameras.save(tmp / "cameras")
+    if keypoints is not None:
+        keypoints.save(tmp / "keypoints")
     runner.work.commit("recon", {"stage": "recon", "key": key})
 
 
@@ -143,6 +145,29 @@ def test_known_errors(cli, work, scene):
     assert rows["pck_t"]["value"] == 0.0  # 5 px off, threshold 0.05 * 64 = 3.2 px
     assert rows["epe_3d"]["value"] == pytest.approx(0.05, abs=1e-5)
     assert report["files"]["video"] is None
+
+
+def test_keypoints_of_another_layout_are_paired_with_the_joints(cli, work, scene):
+    """Unnamed keypoints (shuffled joints, 1 px off) pair with the joints they follow: the
+    error is the offset; keypoints named in words (``left_knee``) pair by name."""
+    gt = Keypoints.load(work / "keypoints")
+    seen = np.flatnonzero((gt.confidence > 0).any(0))  # a keypoint following an unseen joint pairs elsewhere
+    order = np.random.default_rng(0).permutation(seen)[:10]
+    unnamed = Keypoints(gt.xy[:, order] + np.float32([0.6, 0.8]), np.ones_like(gt.confidence[:, order]),
+                        np.zeros((0, 2), np.int32), [f"k{j}" for j in range(10)])
+    write_recon(work, scene, keypoints=unnamed)
+    assert cli("evaluate", work, "--metrics", "kp_err", "--no-video").code == 0
+    _, rows = load_report(work)
+    assert rows["kp_err"]["value"] == pytest.approx(1.0, abs=1e-4)
+    assert "not joint identity" in rows["kp_err"]["note"]
+    words = [n.replace("_l", "").replace("_r", "") for n in gt.names]
+    words = [("left_" if n.endswith("_l") else "right_" if n.endswith("_r") else "") + w
+             for n, w in zip(gt.names, words, strict=True)]
+    named = Keypoints(gt.xy[:, ::-1].copy(), gt.confidence[:, ::-1].copy(), np.zeros((0, 2), np.int32), words[::-1])
+    write_recon(work, scene, keypoints=named)
+    assert cli("evaluate", work, "--metrics", "kp_err", "--no-video").code == 0
+    _, rows = load_report(work)
+    assert rows["kp_err"]["value"] == pytest.approx(0.0, abs=1e-6) and "by name" in rows["kp_err"]["note"]
 
 
 def test_perturbed_camera(cli, work, scene):

@@ -29,10 +29,13 @@ def test_gt_preprocess_subsampled_and_resized(cli, scene, tmp_path):
     assert masks.any() and not masks.all()
     assert (tracks.query_frame < T).all() and tracks.visible[np.arange(len(tracks.xy)), tracks.query_frame].all()
 
+    assert sorted(p.name for p in (work / "inspect").iterdir()) == ["cameras.png", "depth.png", "masks.png", "tracks.png"]
+    assert f"look at: {work / 'inspect' / 'masks.png'}" in r.out.replace("\n", "")
+
     r = cli("status", work)
     assert r.out.count("done") == 8
-    r = cli("preprocess", "-o", work)  # nothing to do
-    assert r.code == 0 and r.err.count("(done") == 8
+    r = cli("preprocess", "-o", work, "--no-sheets")  # nothing to do
+    assert r.code == 0 and r.err.count("(done") == 8 and "look at" not in r.out
 
 
 def test_gt_needs_scene(cli, tmp_path, scene):

@@ -328,25 +328,31 @@ def _epe_3d(name: str, inp: EvalInputs, models: Models) -> MetricResult:
     return result
 
 
-def _keypoints(inp: EvalInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The model's and the ground-truth keypoints as tracks [J, T, 2], and visibility [J, T]."""
+def _keypoints(inp: EvalInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """The model's and the ground-truth keypoints as tracks [P, T, 2] of paired joints,
+    visibility [P, T] and a note on how the layouts were paired (:func:`M.match_layouts`)."""
     pred, gt = inp.recon_keypoints(), inp.gt_keypoints()
-    if pred.xy.shape != gt.xy.shape:
-        raise Unavailable(f"the reconstruction has keypoints {pred.xy.shape[1:]} per frame, the ground truth "
-                          f"{gt.xy.shape[1:]}: the keypoints stage did not copy the ground truth's layout")
-    return pred.xy.transpose(1, 0, 2), gt.xy.transpose(1, 0, 2), gt.confidence.T > 0
+    if pred.xy.shape[0] != gt.xy.shape[0]:
+        raise Unavailable(f"the reconstruction has keypoints at {pred.xy.shape[0]} frames, the ground truth at "
+                          f"{gt.xy.shape[0]}")
+    pxy, gxy = pred.xy.transpose(1, 0, 2), gt.xy.transpose(1, 0, 2)
+    gvis = gt.confidence.T > 0
+    match = M.match_layouts(pred.names, gt.names, pxy, gxy, pred.confidence.T > 0, gvis)
+    if not len(match.pred):
+        raise Unavailable(f"cannot pair the model's keypoints with the ground truth's joints: {match.note}")
+    return pxy[match.pred], gxy[match.gt], gvis[match.gt], match.note
 
 
 def _kp_err(name: str, inp: EvalInputs, models: Models) -> MetricResult:
-    pred, gt, vis = _keypoints(inp)
-    result = _per_frame(name, M.epe_2d(pred, gt, vis, reduction="none"))
+    pred, gt, vis, note = _keypoints(inp)
+    result = _per_frame(name, M.epe_2d(pred, gt, vis, reduction="none"), note=note)
     result.value, result.n = M.epe_2d(pred, gt, vis), int(vis.sum())
     return result
 
 
 def _kp_pck(name: str, inp: EvalInputs, models: Models) -> MetricResult:
-    pred, gt, vis = _keypoints(inp)
-    result = _per_frame(name, M.pck_t(pred, gt, inp.size[::-1], vis, reduction="none"))
+    pred, gt, vis, note = _keypoints(inp)
+    result = _per_frame(name, M.pck_t(pred, gt, inp.size[::-1], vis, reduction="none"), note=note)
     result.value, result.n = M.pck_t(pred, gt, inp.size[::-1], vis), int(vis.sum())
     return result
 

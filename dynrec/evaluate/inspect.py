@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from dynrec.artifacts import Cameras, Depth, Frames, Masks, Tracks
@@ -87,10 +88,10 @@ def tracks_sheet(images: np.ndarray, tracks: Tracks, masks: np.ndarray | None, l
     for ax, t in zip(_frames_row(fig, grid, images, picks), picks, strict=True):
         ax.imshow(images[t], extent=(0, W, H, 0))
         shown = np.flatnonzero(vis[:, t])
-        for n in shown[:: max(1, len(shown) // 400)]:
-            lo = max(0, t - 6)
-            trail = xy[n, lo:t + 1][vis[n, lo:t + 1]]
-            ax.plot(trail[:, 0], trail[:, 1], "-", color="red" if on_fg[n, t] else "lime", lw=0.7)
+        lo = max(0, t - 6)
+        trails = [xy[n, lo:t + 1][vis[n, lo:t + 1]] for n in shown[:: max(1, len(shown) // 400)]]
+        colours = ["red" if on_fg[n, t] else "lime" for n in shown[:: max(1, len(shown) // 400)]]
+        ax.add_collection(LineCollection(trails, colors=colours, linewidths=0.7))
         ax.set_title(f"frame {t}: {len(shown)} visible", fontsize=8)
     _text(fig.add_subplot(grid[0, PICKS]), [f"{len(xy)} tracks over {xy.shape[1]} frames"] + lines)
     return fig

@@ -26,6 +26,7 @@ from dynrec.metrics.frechet import (
     video_clips,
 )
 from dynrec.metrics.image import psnr, ssim, ssim_map
+from dynrec.metrics.keypoints import LayoutMatch, joint_key, match_layouts
 from dynrec.metrics.lpips import LPIPSModel, load_lpips, lpips
 from dynrec.metrics.pose import (
     Sim3,
@@ -270,6 +271,7 @@ __all__ = [
     "NEEDS",
     "ClipScorer",
     "LPIPSModel",
+    "LayoutMatch",
     "MetricInfo",
     "MetricNotComputable",
     "Sim3",
@@ -290,11 +292,13 @@ __all__ = [
     "fvd",
     "i3d_features",
     "inception_features",
+    "joint_key",
     "load_clip",
     "load_i3d",
     "load_inception",
     "load_lpips",
     "lpips",
+    "match_layouts",
     "motion_smoothness",
     "pck_t",
     "psnr",
