@@ -68,3 +68,11 @@ def test_bench_table_pose_averages_runs_per_dataset(tmp_path):
     assert any("no run under" in n for n in empty.notes)
     with pytest.raises(Exception, match="unknown protocol"):
         build(runs, "kitti")
+
+
+def test_bench_table_nvidia_knows_nsff_scene_names(tmp_path):
+    runs = tmp_path / "runs"
+    fake_run(runs, "b", "nvidia", {"dataset": "nvidia", "scene": "Balloon1-2"}, {"nv_psnr": 20.0})
+    table = build(runs, "nvidia")
+    assert table.cells["dynrec"][("balloon1", "nv_psnr")] == 20.0
+    assert table.cells["HiMoR"][("balloon1", "nv_psnr")] == 23.901

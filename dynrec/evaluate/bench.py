@@ -25,11 +25,13 @@ DYNREC = "dynrec"
 
 @dataclass(frozen=True)
 class Layout:
-    """Scenes (in the paper's order) and columns ``(metric, label)`` of a protocol's table."""
+    """Scenes (in the paper's order) and columns ``(metric, label)`` of a protocol's table;
+    ``aliases`` map a dataset's own scene names to the table's."""
 
     scenes: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]
     per: str = "scene"
+    aliases: tuple[tuple[str, str], ...] = ()
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -41,7 +43,9 @@ LAYOUTS: dict[str, Layout] = {
                   (("epe_3d_kp", "EPE"), ("pck_3d_10cm", "3D 10cm"), ("pck_3d_5cm", "3D 5cm"), ("apck_kp", "APCK"),
                    ("mpsnr", "mPSNR"), ("mssim", "mSSIM"), ("mlpips", "mLPIPS"))),
     "nvidia": Layout(("balloon1", "balloon2", "jumping", "playground", "skating", "truck", "umbrella"),
-                     (("nv_psnr", "PSNR"), ("nv_ssim", "SSIM"), ("nv_lpips", "LPIPS"))),
+                     (("nv_psnr", "PSNR"), ("nv_ssim", "SSIM"), ("nv_lpips", "LPIPS")),
+                     aliases=(("balloon1-2", "balloon1"), ("balloon2-2", "balloon2"), ("skating-2", "skating"),
+                              ("truck-2", "truck"))),  # NSFF's folder names
     "pose": Layout(("sintel", "bonn", "davis"), (("ate", "ATE"), ("rpe_trans", "RPE-Trans"), ("rpe_rot", "RPE-Rot")),
                    per="dataset"),
 }
@@ -118,7 +122,8 @@ def collect(runs_dir: Path, protocol: str) -> tuple[list[Run], list[str]]:
         key = dataset.get("dataset") if per == "dataset" else dataset.get("scene")
         values = {row["metric"]: v for row in report.get("metrics", [])
                   if row.get("computed") and (v := _number(row.get("value"))) is not None}
-        runs.append(Run(work, str(key or work.name).lower(), values))
+        scene = str(key or work.name).lower()
+        runs.append(Run(work, dict(LAYOUTS[protocol].aliases).get(scene, scene), values))
         for item in (report.get("protocol") or {}).get("deviations", []):
             notes.append(f"{work.name}: {item}")
     return runs, notes
