@@ -296,6 +296,9 @@ def _heldout(src: Path, train_times: np.ndarray, factor: int, size: tuple[int, i
     T = len(train_times)
     out: dict[str, HeldoutView] = {}
     res = f"{factor}x"
+    covis_dir = _factor_folder(src / "covisible", factor, "val")
+    if covis_dir is not None and covis_dir[1] != factor:
+        missing.append(f"co-visibility: no covisible/{res}/val/, resized covisible/{covis_dir[1]}x/val/ (nearest)")
     for cam in sorted(set(cams.tolist())):
         rows = {int(t): n for n, t, c in zip(names, times, cams, strict=True) if c == cam}
         present = [t for t in train_times.tolist() if t in rows]
