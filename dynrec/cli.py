@@ -62,11 +62,13 @@ def preprocess(
                          sets=sets + list(set_ or []), console=err, offline=offline)
     if runner.source is None:
         raise DynrecError(f"no input video: give one, e.g. `dynrec preprocess video.mp4 -o {out}`")
-    runner.run(PREPROCESS, from_=from_, only=only, force=force)
+    try:
+        runner.run(PREPROCESS, from_=from_, only=only, force=force)
+    finally:  # the sheets of the stages that are done help most when a later one fails
+        if sheets and runner.work.manifest("frames") is not None:
+            _write_sheets(out)
     commit_config(runner)
     _print_status(runner)
-    if sheets:
-        _write_sheets(out)
 
 
 @app.command("import")

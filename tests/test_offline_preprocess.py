@@ -244,6 +244,8 @@ def test_offline_stages_via_cli(cli, scene, tmp_path):
     masks = Masks.load(work / "masks").masks
     assert masks.shape == (16, 48, 64) and masks[0, int(y), int(x)] and masks.mean() < 0.2
     assert (masks & truth).sum() > 0.5 * masks.sum()
+    r = cli("preprocess", "-o", work, "--set", "masks.prompt=3,3", "--only", "masks")  # on the wall
+    assert r.code == 0 and "may lie on the background" in " ".join(r.err.split())
     r = cli("preprocess", "-o", work, "--set", "masks.prompt=", "--prompt-box", "3,4,2", "--only", "masks")
     assert r.code != 0 and "--prompt-box expects 'x0,y0,x1,y1'" in " ".join(r.err.split())
     box = f"{xs.min() - 1},{ys.min() - 1},{xs.max() + 2},{ys.max() + 2}"  # around the figure in frame 0

@@ -111,7 +111,10 @@ def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
                              torch.from_numpy(cams.w2c).double())
     keep = valid.sum(1) >= params.min_valid
     if int(keep.sum()) < 3:
-        raise DynrecError(f"lift: only {int(keep.sum())} foreground tracks have depth in {params.min_valid}+ frames")
+        raise DynrecError(f"lift: only {int(keep.sum())} foreground tracks have depth in {params.min_valid}+ frames "
+                          f"(the masks cover {100 * float(masks.mean()):.2f}% of the pixels, {len(fg)} tracks lie on "
+                          "them); look at WORK/inspect/masks.png: if the subject is missed, name it with `dynrec "
+                          "preprocess -o WORK --prompt x,y` or `--prompt-box x0,y0,x1,y1`")
     if params.coefficients not in ("fit", "idw"):
         raise DynrecError(f"lift.coefficients must be 'fit' or 'idw', got '{params.coefficients}'")
     xyz, valid, fg = fill_gaps(xyz[keep], valid[keep]), valid[keep], fg[keep.numpy()]
