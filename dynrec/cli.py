@@ -74,6 +74,34 @@ def preprocess(
         _write_sheets(out)
 
 
+@app.command("import")
+def import_(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="dycheck | davis | sintel | tum | bonn | nvidia.")],
+    src: Annotated[Path, typer.Argument(help="The dataset's scene folder (DAVIS: its root, Sintel: training/, with --scene).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Work directory to create or resume.")] = ...,
+    scene: Annotated[str | None, typer.Option("--scene", help="Sequence name (DAVIS), or a name to record.")] = None,
+    resolution: Annotated[str | None, typer.Option("--resolution", help="dycheck: 1x | 2x; davis: 480p | Full-Resolution; sintel: final | clean.")] = None,
+    frames: Annotated[str | None, typer.Option("--frames", help="START:STOP:STEP of the dataset's frames (e.g. 30:140 as MonST3R on Bonn).")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="KEY=VALUE for the format (tum: camera; davis: objects; nvidia: train, test).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Offline backends for the stages the dataset has no ground truth for.")] = False,
+    run_all: Annotated[bool, typer.Option("--preprocess/--gt-only", help="Run every preprocessing stage, or only those filled from the dataset.")] = True,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Import a benchmark scene: frames and every stage it has ground truth for (docs/datasets.md)."""
+    from dynrec.datasets import import_dataset, parse_options
+
+    runner, manifest = import_dataset(fmt, src, out, resolution=resolution, scene=scene, frames=frames,
+                                      options=parse_options(list(option or [])), offline=offline,
+                                      preprocess=run_all, preset=preset, sets=list(set_ or []), console=err)
+    console.print(f"[green]✓[/] {escape(manifest['dataset'])} scene {escape(manifest['scene'])} "
+                  f"({manifest['frames']} frames, split {escape(str(manifest['split']))}): ground truth "
+                  f"{', '.join(manifest['modalities']) or 'none'}", highlight=False)
+    for item in manifest["missing"]:
+        console.print(f"[yellow]missing:[/] {escape(item)}", highlight=False)
+    _print_status(runner)
+
+
 @app.command()
 def reconstruct(
     work: WorkArg = Path("."),
@@ -105,6 +133,7 @@ def evaluate(
     weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Folder of metric network weights (also searched: $DYNREC_WEIGHTS).")] = None,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Text describing the video, for clip_t.")] = None,
     video: Annotated[bool, typer.Option("--video/--no-video", help="Write eval/side_by_side.mp4.")] = True,
+    protocol: Annotated[str | None, typer.Option("--protocol", help="A benchmark's metric set, masks and alignment: dycheck | som | pose | nvidia.")] = None,
 ) -> None:
     """Metrics table, eval/metrics.json, per-frame plots and a side-by-side video.
 
@@ -116,12 +145,37 @@ def evaluate(
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("evaluate", total=None)
         report = run_evaluation(
-            work, metrics=metrics, weights_dir=weights_dir, prompt=prompt, video=video, console=err,
+            work, metrics=metrics, weights_dir=weights_dir, prompt=prompt, video=video, console=err, protocol=protocol,
             progress=lambda name, done, total: bar.update(task, description=f"evaluate: {name}",
                                                           completed=done, total=total))
     print_report(console, report)
     if not report.all_computed:
         raise typer.Exit(code=2)
+
+
+@app.command("bench-table")
+def bench_table(
+    runs: Annotated[Path, typer.Argument(help="Folder of work dirs evaluated with --protocol (or one work dir).")],
+    protocol: Annotated[str, typer.Option("--protocol", help="dycheck | som | pose | nvidia.")] = ...,
+) -> None:
+    """dynrec's runs in the layout of the paper's table, beside the published numbers (cited)."""
+    from dynrec.evaluate.bench import build, write
+
+    table = build(runs, protocol)
+    md, js = write(table, runs)
+    metrics = [(m, label) for m, label in table.layout.columns if any(c[1] == m for t in table.cells.values() for c in t)]
+    out = Table(title=f"dynrec bench-table: protocol {protocol} (the paper's layout: {escape(str(md))})")
+    for col in ("scene", "method", *(label for _, label in metrics)):
+        out.add_column(col, justify="left" if col in ("scene", "method") else "right")
+    for scene in table.scenes:
+        for method, cells in table.cells.items():
+            vals = [cells.get((scene, m)) for m, _ in metrics]
+            if any(v is not None for v in vals):
+                out.add_row(scene, method, *("" if v is None else f"{v:.4g}" for v in vals))
+    console.print(out)
+    for i, note in enumerate(table.notes, 1):
+        console.print(escape(f"[{i}] {note}"), highlight=False)
+    console.print(f"table: {escape(str(md))}, {escape(str(js))}", highlight=False, soft_wrap=True)
 
 
 @app.command()

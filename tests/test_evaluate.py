@@ -194,7 +194,10 @@ def test_no_reconstruction_evaluates_what_it_can(cli, work):
     for name in ("psnr", "mpsnr", "pck_t", "jitter", "lpips"):
         assert not rows[name]["computed"] and rows[name]["value"] is None
         assert "no reconstruction" in rows[name]["reason"] and "dynrec reconstruct" in rows[name]["reason"]
-    assert report["skipped"] == {"clip_t": "no text prompt: pass --prompt TEXT"}
+    no_depth = {k for k, v in report["skipped"].items() if "no depth-lifted 3D positions" in v}
+    assert no_depth == {"epe_3d_kp", "pck_3d_5cm", "pck_3d_10cm"}  # synth keypoints are joints inside the body
+    assert {k: v for k, v in report["skipped"].items() if k not in no_depth} == {
+        "clip_t": "no text prompt: pass --prompt TEXT"}
     assert set(rows) | set(report["skipped"]) == set(METRICS)  # nothing silently dropped
     assert report["files"]["video"] is None and report["files"]["plots"] == ["plots/trajectory.png"]
     out = " ".join(r.out.split())

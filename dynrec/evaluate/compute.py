@@ -18,15 +18,17 @@ import numpy as np
 import torch
 
 from dynrec import metrics as M
-from dynrec.artifacts import Cameras, Tracks
+from dynrec.artifacts import Cameras, Keypoints, Tracks
 from dynrec.evaluate.inputs import EvalInputs, HeldoutView, Unavailable
 from dynrec.geometry.lift import project_points
 from dynrec.metrics.base import MetricNotComputable
 from dynrec.metrics.frechet import FVD_CLIP_LEN
+from dynrec.metrics.transfer import apck_transfer, epe_transfer, keypoint_queries, pck_transfer
 from dynrec.model.tracking import query_trajectories
 
 HELDOUT_NEEDS = frozenset({"gt_heldout", "covis_masks"})
-GT_NEEDS = frozenset({"gt_heldout", "covis_masks", "gt_cameras", "gt_tracks_2d", "gt_tracks_3d", "gt_keypoints"})
+GT_NEEDS = frozenset({"gt_heldout", "covis_masks", "gt_cameras", "gt_tracks_2d", "gt_tracks_3d", "gt_keypoints",
+                      "gt_keypoint_pairs", "gt_keypoint_depth"})
 
 
 def split_of(name: str) -> str:
@@ -125,11 +127,18 @@ def _image_metric(fn: Callable[..., Any], model: str | None = None) -> Compute:
     return compute
 
 
-def _heldout_metric(fn: Callable[..., Any], model: str | None = None) -> Compute:
+def _heldout_metric(fn: Callable[..., Any], model: str | None = None, masked: bool = True) -> Compute:
+    """A metric per held-out camera, pooled: masked by co-visibility (DyCheck) or over the
+    full image (``masked=False``, the Nvidia protocol)."""
     def compute(name: str, inp: EvalInputs, models: Models) -> MetricResult:
         views: list[HeldoutView] = inp.heldout()
+        if masked:
+            for v in views:
+                if v.covis is None:
+                    raise Unavailable(f"no co-visibility masks for {v.name}: {v.covis_reason}")
         extra = (models.get(model),) if model else ()
-        per_frame = {v.name: np.asarray(fn(v.render, v.gt, *extra, mask=v.covis, reduction="none"), float)
+        per_frame = {v.name: np.asarray(fn(v.render, v.gt, *extra, mask=v.covis if masked else None,
+                                           reduction="none"), float)
                      for v in views}
         value, n = _finite_mean(np.concatenate(list(per_frame.values())))
         by_camera = {cam: _finite_mean(vals)[0] for cam, vals in per_frame.items()
@@ -348,6 +357,83 @@ def _kp_pck(name: str, inp: EvalInputs, models: Models) -> MetricResult:
     return result
 
 
+@dataclass
+class CarriedKeypoints:
+    """Every visible ground-truth keypoint annotation carried by the model to every frame:
+    ``xy`` [Q, T, 2] at the model's cameras, ``xyz`` [Q, T, 3] in the ground truth's world
+    (NaN where the model had nothing at the query), the ground truth ``gt`` and a ``note``."""
+
+    xy: np.ndarray
+    xyz: np.ndarray
+    gt: Keypoints
+    note: str
+
+
+def _carried_keypoints(inp: EvalInputs) -> CarriedKeypoints:
+    """Lift each annotated keypoint (frame s, pixel) with the model's rendered depth at s and
+    carry it by the model's motion (:func:`query_trajectories`, as Shape of Motion's
+    ``evaluate_iphone.py`` does with its own renders); 3D after the Sim(3) of
+    :func:`_model_to_gt`."""
+    def load() -> CarriedKeypoints:
+        gt = inp.gt_keypoints()
+        vis = gt.confidence > 0
+        frame, joint = keypoint_queries(vis)
+        if len(frame) == 0:
+            raise Unavailable("the ground-truth keypoints are visible nowhere in the kept frames")
+        cams, _ = inp.pred_cameras()
+        W, H = inp.size
+        K, w2c = torch.from_numpy(cams.K).float(), torch.from_numpy(cams.w2c).float()
+        xyz_t, ok = query_trajectories(inp.scene(), K, w2c, W, H, torch.from_numpy(frame),
+                                       torch.from_numpy(gt.xy[frame, joint]).float())
+        xy = project_points(xyz_t, K[None], w2c[None])[0].numpy().astype(np.float64)
+        xyz = xyz_t.numpy().astype(np.float64)
+        sim, align = _model_to_gt(inp)
+        if sim is not None:
+            xyz = sim.apply_points(xyz)
+        bad = ~ok.numpy()
+        xy[bad], xyz[bad] = np.nan, np.nan
+        annotated = int(vis.any(axis=1).sum())
+        note = (f"{len(frame)} annotations on {annotated} frames lifted with the model's rendered depth and carried "
+                f"by its motion ({int(bad.sum())} with nothing rendered there)")
+        return CarriedKeypoints(xy, xyz, gt, f"{note}; {align}" if align else note)
+    return inp.memo("carried_keypoints", load)
+
+
+def _pck_t_kp(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    c = _carried_keypoints(inp)
+    value, pairs = pck_transfer(c.xy, c.gt.xy, c.gt.confidence > 0, inp.size[::-1])
+    return MetricResult(name, "train", True, value, pairs, note=c.note)
+
+
+def _px_scale_1x(inp: EvalInputs) -> tuple[float, str]:
+    """Pixels of the evaluated frames per pixel of the dataset's 1x images (Shape of Motion's
+    APCK thresholds are in 1x pixels)."""
+    info = inp.scene_info()
+    factor = float(info.get("factor", 1) or 1)
+    width = float(info.get("width", inp.size[0]) or inp.size[0])
+    scale = inp.size[0] / (width * factor)
+    return scale, "" if abs(scale - 1) < 1e-6 else f"thresholds scaled by {scale:g} (images at 1/{1 / scale:g} of 1x)"
+
+
+def _apck_kp(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    c = _carried_keypoints(inp)
+    scale, how = _px_scale_1x(inp)
+    value, n = apck_transfer(c.xy, c.gt.xy, c.gt.confidence > 0, scale)
+    return MetricResult(name, "train", True, value, n, note="; ".join(x for x in (c.note, how) if x))
+
+
+def _transfer_3d(which: str | float) -> Compute:
+    def compute(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+        c = _carried_keypoints(inp)
+        if c.gt.xyz is None:
+            raise Unavailable("the ground-truth keypoints have no 3D positions")
+        r = epe_transfer(c.xyz, c.gt.confidence > 0, c.gt.xyz, inp.gt_keypoint_valid_3d())
+        value = r.epe if which == "epe" else r.within[float(which)]
+        note = c.note + (f"; {r.skipped} samples without a prediction left out" if r.skipped else "")
+        return MetricResult(name, "train", True, value, r.pairs, note=note)
+    return compute
+
+
 def _window_count(valid: np.ndarray, half: int) -> int:
     """Number of (point, t) with ``valid`` at t-half .. t+half."""
     T = valid.shape[1]
@@ -378,6 +464,14 @@ COMPUTE: dict[str, Compute] = {
     "mpsnr": _heldout_metric(M.psnr),
     "mssim": _heldout_metric(M.ssim),
     "mlpips": _heldout_metric(M.lpips, "lpips"),
+    "nv_psnr": _heldout_metric(M.psnr, masked=False),
+    "nv_ssim": _heldout_metric(M.ssim, masked=False),
+    "nv_lpips": _heldout_metric(M.lpips, "lpips", masked=False),
+    "pck_t_kp": _pck_t_kp,
+    "apck_kp": _apck_kp,
+    "epe_3d_kp": _transfer_3d("epe"),
+    "pck_3d_5cm": _transfer_3d(0.05),
+    "pck_3d_10cm": _transfer_3d(0.10),
     "clip_i": _clip_i,
     "clip_t": _clip_t,
     "tc_clip": _tc_clip,

@@ -16,11 +16,13 @@ from pathlib import Path
 from rich.console import Console
 
 from dynrec.artifacts.base import save_json
+from dynrec.datasets.scene import KEYPOINT_DEPTH_FILE
 from dynrec.errors import DynrecError
 from dynrec.evaluate.checks import checks
 from dynrec.evaluate.compute import GT_NEEDS, HELDOUT_NEEDS, Models, compute_metric
 from dynrec.evaluate.inputs import NO_GT, EvalInputs, Unavailable
 from dynrec.evaluate.plots import write_plots
+from dynrec.evaluate.protocols import deviations, get_protocol
 from dynrec.evaluate.report import METRICS_FILE, EvalReport, to_json
 from dynrec.evaluate.video import side_by_side
 from dynrec.metrics import METRICS
@@ -63,6 +65,11 @@ def unsupported(name: str, inp: EvalInputs) -> str | None:
         return NO_GT
     if "text_prompt" in needs and not inp.prompt:
         return "no text prompt: pass --prompt TEXT"
+    if "gt_keypoint_pairs" in needs and not (inp.runner.gt / "gt" / "keypoints").is_dir():
+        return "the ground truth has no keypoint annotations"
+    if "gt_keypoint_depth" in needs and not (inp.runner.gt / "gt" / KEYPOINT_DEPTH_FILE).is_file():
+        return ("the ground-truth keypoints have no depth-lifted 3D positions (an imported dataset's "
+                "keypoint_depth.npz; a synth scene's keypoints are joints inside the body)")
     if needs & HELDOUT_NEEDS and (inp.runner.gt / "scene.json").is_file():
         try:
             inp.heldout_names()
@@ -77,7 +84,7 @@ def _no_progress(description: str, done: int, total: int) -> None:
 
 def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = None,
              prompt: str | None = None, video: bool = True, console: Console | None = None,
-             progress: ProgressFn = _no_progress) -> EvalReport:
+             progress: ProgressFn = _no_progress, protocol: str | None = None) -> EvalReport:
     """Evaluate the work dir ``work`` and write ``work/eval/``.
 
     Args:
@@ -87,12 +94,17 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
         weights_dir: folder of metric network weights (then ``$DYNREC_WEIGHTS``).
         prompt: text for ``clip_t``.
         video: write the side-by-side MP4.
+        protocol: a benchmark protocol (:mod:`dynrec.evaluate.protocols`) choosing the metrics;
+            not together with ``metrics``.
 
     Raises:
         DynrecError: unknown metric, no work dir / no frames, or artifacts that disagree
             (frame counts, sizes); ``eval/`` is then left as it was.
     """
-    requested = parse_metrics(metrics)
+    if protocol is not None and metrics is not None:
+        raise DynrecError("--protocol chooses the metrics itself; give --protocol or --metrics, not both")
+    chosen = get_protocol(protocol) if protocol is not None else None
+    requested = list(chosen.metrics) if chosen else parse_metrics(metrics)
     runner = open_runner(work, create=False, save=False, console=console)
     inp = EvalInputs(runner, prompt)
     inp.frames()  # nothing can be evaluated without frames: fail early with the reason
@@ -112,10 +124,13 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
         results.append(compute_metric(name, inp, models))
     progress("report", len(requested), len(requested))
     report = EvalReport(work=runner.work.root, eval_dir=runner.work.stage_dir(EVAL), results=results,
-                        requested=requested, explicit=metrics is not None, skipped=skipped,
+                        requested=requested, explicit=metrics is not None or chosen is not None, skipped=skipped,
                         stages=dict(sorted(inp.used.items())), gt=runner.gt, source_index=inp.source_index,
-                        checks=checks(runner.work, inp.T))
-    key = hash_json({"metrics": requested, "stages": report.stages, "prompt": prompt})[:16]
+                        checks=checks(runner.work, inp.T), protocol=chosen,
+                        deviations=deviations(chosen, inp.scene_info(), inp.size) if chosen else [],
+                        dataset={k: inp.scene_info().get(k) for k in ("dataset", "scene", "split", "resolution")
+                                 if inp.scene_info().get(k) is not None})
+    key = hash_json({"metrics": requested, "stages": report.stages, "prompt": prompt, "protocol": protocol})[:16]
     tmp = runner.work.prepare_tmp(EVAL, key)
     try:
         report.plots = write_plots(results, inp.source_index, tmp / "plots")

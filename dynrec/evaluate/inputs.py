@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from dynrec.artifacts import Cameras, Depth, Frames, Keypoints, Lift, Masks, Tracks
+from dynrec.datasets.scene import load_keypoint_valid_3d
 from dynrec.errors import DynrecError
 from dynrec.evaluate.covis import covisible_masks
 from dynrec.model.restore import load_scene
@@ -47,13 +48,15 @@ class Unavailable(Exception):
 class HeldoutView:
     """One held-out camera at the kept frames: ground truth ``gt`` [T, H, W, 3] in [0, 1],
     the model's ``render`` [T, H, W, 3] and ``render_depth`` [T, H, W] (None if not
-    written), and the co-visibility mask ``covis`` [T, H, W] bool."""
+    written), and the co-visibility mask ``covis`` [T, H, W] bool (None when it cannot be had:
+    ``covis_reason`` says why; only the masked metrics need it)."""
 
     name: str
     gt: np.ndarray
     render: np.ndarray
     render_depth: np.ndarray | None
-    covis: np.ndarray
+    covis: np.ndarray | None
+    covis_reason: str = ""
 
 
 def resize_images(images: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -263,6 +266,31 @@ class EvalInputs:
             return load_gt(self._gt_ctx(), "keypoints", Keypoints)
         return self.memo("gt_keypoints", load)
 
+    def gt_keypoint_valid_3d(self) -> np.ndarray:
+        """[T, J] where the ground-truth keypoints' ``xyz`` was lifted from valid depth (an
+        imported dataset's ``gt/keypoint_depth.npz``), at the kept frames."""
+        def load() -> np.ndarray:
+            valid = load_keypoint_valid_3d(self.gt_scene())
+            if valid is None:
+                raise Unavailable(f"the ground-truth keypoints of {self.gt_scene()} have no depth-lifted 3D positions "
+                                  "(gt/keypoint_depth.npz, written by `dynrec import` for datasets with depth)")
+            index, _, _ = frame_selection(self._gt_ctx(), len(valid), *self._gt_size())
+            return valid[index]
+        return self.memo("gt_keypoint_valid_3d", load)
+
+    def _gt_size(self) -> tuple[int, int]:
+        meta = Frames.load_meta(self._gt_folder("gt", "frames"))
+        return int(meta["width"]), int(meta["height"])
+
+    def scene_info(self) -> dict[str, Any]:
+        """The ground-truth scene's ``scene.json`` (dataset, scene, resolution, ...); {} without one."""
+        def load() -> dict[str, Any]:
+            try:
+                return json.loads((self.gt_scene() / "scene.json").read_text())
+            except (Unavailable, OSError, json.JSONDecodeError):
+                return {}
+        return self.memo("scene_info", load)
+
     def gt_tracks_raw(self) -> Tracks:
         """Ground-truth tracks at the kept frames (whatever the work dir's tracks are)."""
         def load() -> Tracks:
@@ -362,7 +390,11 @@ class EvalInputs:
         _, gh, gw = gt_frames.shape
         index, W, H = frame_selection(self._gt_ctx(), gt_frames.shape[0], gw, gh)
         gt = _to_float(resize_images(gt_frames.images[index], W, H))
-        return HeldoutView(name, gt, render, depth, self._covis(folder, index, W, H))
+        try:
+            covis, reason = self._covis(folder, index, W, H), ""
+        except Unavailable as exc:
+            covis, reason = None, exc.reason
+        return HeldoutView(name, gt, render, depth, covis, reason)
 
     def _covis(self, folder: Path, index: np.ndarray, W: int, H: int) -> np.ndarray:
         """Co-visibility masks [T, H, W]: ``covisible/`` of an imported dataset, or computed

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from dynrec import __version__
 from dynrec.evaluate.compute import MetricResult
+from dynrec.evaluate.protocols import Protocol
 
 SCHEMA = 1
 METRICS_FILE = "metrics.json"
@@ -38,6 +39,9 @@ class EvalReport:
     plots: list[str] = field(default_factory=list)
     video: str | None = None
     checks: list[str] = field(default_factory=list)
+    protocol: Protocol | None = None
+    deviations: list[str] = field(default_factory=list)
+    dataset: dict[str, Any] = field(default_factory=dict)
 
     @property
     def all_computed(self) -> bool:
@@ -92,6 +96,9 @@ def to_json(report: EvalReport, created: str) -> dict[str, Any]:
         "skipped": report.skipped,
         "all_computed": report.all_computed,
         "check_this": report.checks,
+        "protocol": None if report.protocol is None else {**report.protocol.to_json(),
+                                                          "deviations": report.deviations},
+        "dataset": report.dataset or None,
         "metrics": rows,
         "frames": {"index": list(range(len(report.source_index))),
                    "source_index": [int(i) for i in report.source_index]},
@@ -122,7 +129,8 @@ def table(report: EvalReport) -> Table:
     """The rich table: one row per requested metric. Reasons (not computed) and notes are
     footnotes ``[k]``, printed by :func:`print_report`."""
     notes = _footnotes(report)
-    t = Table(title=f"dynrec evaluate: {escape(str(report.work))}", box=box.SIMPLE_HEAD, pad_edge=False,
+    protocol = f" (protocol {report.protocol.name})" if report.protocol else ""
+    t = Table(title=f"dynrec evaluate{protocol}: {escape(str(report.work))}", box=box.SIMPLE_HEAD, pad_edge=False,
               collapse_padding=True)
     for col in ("metric", "split", "value", "n", "ref"):
         t.add_column(col, justify="left" if col in ("metric", "split") else "right", no_wrap=True)
@@ -144,6 +152,13 @@ def table(report: EvalReport) -> Table:
 def print_report(console: Console, report: EvalReport) -> None:
     """The table, its footnotes, what was left out of the default set, and the files."""
     console.print(table(report))
+    if report.protocol is not None:
+        p = report.protocol
+        console.print(escape(f"protocol {p.name}: {p.defined_by}; masks: {p.masks}; resolution: "
+                             f"{p.resolution_note}; frames: {p.frames}; alignment: {p.alignment}; compare with: "
+                             f"{p.reference}"), highlight=False)
+        for item in report.deviations:
+            console.print(f"  [yellow]deviation:[/] {escape(item)}", highlight=False)
     for text, (k, is_reason) in _footnotes(report).items():
         console.print(escape(f"[{k}] {text}"), style="yellow" if is_reason else None, highlight=False)
     if report.checks:
