@@ -57,6 +57,28 @@ def test_tracker_follows_a_translating_texture():
     assert (result.confidence > 0.5).all()
 
 
+def test_tracker_follows_camera_shake_from_the_dense_flow():
+    """Jumps of 6-10 px in random directions each frame (a shaking camera) are beyond the
+    patch alignment's reach from constant velocity; the DIS flow start keeps every point."""
+    W, H, T = 96, 72, 8
+    tex = texture(W + 60, H + 60, seed=5)
+    rng = np.random.default_rng(0)
+    angle = rng.uniform(0, 2 * np.pi, T)
+    jumps = rng.uniform(6, 10, T)[:, None] * np.c_[np.cos(angle), np.sin(angle)]
+    motion = np.cumsum(np.r_[[[0.0, 0.0]], jumps[1:]], axis=0)
+    motion -= motion.mean(0)
+    frames = np.stack([shifted(tex, dx, dy, (W, H)) for dx, dy in motion])
+    pts = grid(W, H, 8.0)
+    pts = pts[(pts[:, 0] > 30) & (pts[:, 0] < W - 30) & (pts[:, 1] > 30) & (pts[:, 1] < H - 30)]
+    queries = np.c_[np.zeros(len(pts)), pts - motion[0]]
+    truth = queries[:, None, 1:] + motion[None] - motion[0]
+    flow = track_points(frames, queries)
+    err = np.linalg.norm(flow.xy - truth, axis=-1)
+    assert flow.visible.all() and np.median(err) < 0.2
+    plain = track_points(frames, queries, TrackParams(flow_start=False))
+    assert plain.visible.mean() < 0.5
+
+
 def test_forward_backward_check_marks_a_covered_point_occluded():
     W, H, T = 64, 48, 8
     tex = texture(W, H, seed=2)

@@ -50,7 +50,10 @@ class TrackParams:
     in one frame; flickering, aliased texture does);
     ``agree_px``: chain and anchor agree within this distance; ``refresh``: frames of
     disagreement before the anchor is re-taken; ``neighbours`` that carry an occluded point;
-    ``chain_confidence`` of samples the anchor does not confirm."""
+    ``chain_confidence`` of samples the anchor does not confirm; ``flow_start``: the chain step
+    starts from dense optical flow (OpenCV's DIS) at the point, and its affine from the flow's
+    local Jacobian, instead of from constant velocity and the identity (camera shake and fast
+    turns move points further than the patch alignment's capture range)."""
 
     patch: AlignParams = field(default_factory=lambda: AlignParams(radius=4, levels=3, iters=(5, 5, 8)))
     chain_iters: tuple[int, ...] = (2, 3, 5)
@@ -65,6 +68,7 @@ class TrackParams:
     refresh: int = 8
     neighbours: int = 10
     chain_confidence: float = 0.4
+    flow_start: bool = True
 
 
 @dataclass
@@ -101,8 +105,10 @@ class _Pass:
     """Tracking in one direction (``step`` = +1 forward, -1 backward) from the query frames."""
 
     def __init__(self, pyr: Pyramid, queries: np.ndarray, anchors: Patches, params: TrackParams,
-                 xy: np.ndarray, vis: np.ndarray, conf: np.ndarray, neighbours: np.ndarray):
+                 xy: np.ndarray, vis: np.ndarray, conf: np.ndarray, neighbours: np.ndarray,
+                 flow: Callable[[int, int], np.ndarray] | None = None):
         self.pyr, self.p, self.xy, self.vis, self.conf, self.nbr = pyr, params, xy, vis, conf, neighbours
+        self.flow = flow
         self.q = queries[:, 0].astype(np.int64)
         N = len(queries)
         self.anchors = anchors.take(torch.arange(N))  # re-taken anchors replace rows of this copy
@@ -169,9 +175,11 @@ class _Pass:
         if 0 <= ss < T:
             had = self.vis[idx, ss] & (self.q[idx] <= ss if step > 0 else self.q[idx] >= ss)
             velocity[had] = self.xy[idx[had], s] - self.xy[idx[had], ss]
+        start, A0 = prev + torch.from_numpy(velocity), _eye(len(idx))
+        if self.flow is not None:
+            start, A0 = flow_start(self.flow(s, t), self.xy[idx, s], p.patch.radius)
         patches = extract(self.pyr, s, prev, p.patch)
-        chained, Ac, rc = align(self.pyr, t, patches, prev + torch.from_numpy(velocity), _eye(len(idx)),
-                                p.patch, p.chain_iters)
+        chained, Ac, rc = align(self.pyr, t, patches, start, A0, p.patch, p.chain_iters)
         back = extract(self.pyr, t, chained, p.patch, Ac)
         returned, _, _ = align(self.pyr, s, back, prev, _eye(len(idx)), p.patch, p.check_iters)
         ok = ((returned - prev).norm(dim=-1) < p.fb_chain) & (rc < p.max_chain_residual)
@@ -226,6 +234,51 @@ class _Pass:
         return (1.0 - residual / (2 * self.p.max_residual)).clamp(0.5, 1.0).numpy().astype(np.float32)
 
 
+def dense_flow(frames: np.ndarray) -> Callable[[int, int], np.ndarray]:
+    """``flow(s, t)`` -> [H, W, 2] DIS optical flow from frame s to frame t (pixels), cached.
+
+    OpenCV's DIS (medium preset) is coarse to fine over the whole image, so it follows
+    displacements of many pixels that a patch alignment started at the old position misses.
+    """
+    import cv2
+
+    grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def flow(s: int, t: int) -> np.ndarray:
+        if (s, t) not in cache:
+            cache.clear()  # each pass asks for each pair once, in order
+            cache[s, t] = dis.calc(grey[s], grey[t], None)
+        return cache[s, t]
+
+    return flow
+
+
+def flow_start(flow: np.ndarray, xy: np.ndarray, radius: int) -> tuple[Tensor, Tensor]:
+    """Start of a patch alignment from a dense flow [H, W, 2]: ``(xy + flow(xy) [N, 2],
+    I + d flow / d x [N, 2, 2])``, the flow and its Jacobian averaged over the patch
+    (central differences ``radius`` pixels apart, bilinear sampling; pixel centres at +0.5)."""
+    import cv2
+
+
+    def at(pts: np.ndarray) -> np.ndarray:
+        m = (pts - 0.5).astype(np.float32)
+        return np.stack([cv2.remap(flow[..., c], m[:, 0:1], m[:, 1:2], cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)[:, 0] for c in range(2)], axis=-1)
+
+    xy = xy.astype(np.float32)
+    r = float(max(radius, 1))
+    dx, dy = np.array([r, 0], np.float32), np.array([0, r], np.float32)
+    J = np.stack([(at(xy + dx) - at(xy - dx)) / (2 * r), (at(xy + dy) - at(xy - dy)) / (2 * r)], axis=-1)
+    moved = xy + (at(xy) + at(xy + dx) + at(xy - dx) + at(xy + dy) + at(xy - dy)) / 5
+    A = np.eye(2, dtype=np.float32)[None] + J
+    ok = np.isfinite(moved).all(1) & np.isfinite(A).all((1, 2)) & (np.linalg.det(A) > 0.25)
+    moved[~ok] = xy[~ok]
+    A[~ok] = np.eye(2, dtype=np.float32)
+    return torch.from_numpy(moved), torch.from_numpy(A)
+
+
 def track_points(frames: np.ndarray, queries: np.ndarray, params: TrackParams | None = None,
                  progress: Progress | None = None) -> TrackResult:
     """Track query points through a video, forward and backward from their query frames.
@@ -277,6 +330,7 @@ def _track(frames: np.ndarray, queries: np.ndarray, params: TrackParams, progres
             progress(done[0], 2 * (T - 1))
 
     for step in (1, -1):
-        _Pass(pyr, queries, anchors, params, xy, vis, conf, neighbours).run(step, advance)
+        flow = dense_flow(frames) if params.flow_start else None
+        _Pass(pyr, queries, anchors, params, xy, vis, conf, neighbours, flow).run(step, advance)
     conf[np.arange(N), q] = 1.0
     return TrackResult(xy, vis, conf)
