@@ -21,6 +21,20 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
+
+def _version(value: bool) -> None:
+    if value:
+        from dynrec import __version__
+
+        console.print(f"dynrec {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """One casual monocular video to a dynamic 3D Gaussian scene, with honest metrics."""
+
 WorkArg = Annotated[Path, typer.Argument(help="Work directory (default: the current one).")]
 PresetOpt = Annotated[str | None, typer.Option("--preset", help="Config preset: default | tiny.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML file of settings.")]
@@ -97,6 +111,7 @@ def evaluate(
     weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Folder of metric network weights (also searched: $DYNREC_WEIGHTS).")] = None,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Text describing the video, for clip_t.")] = None,
     video: Annotated[bool, typer.Option("--video/--no-video", help="Write eval/side_by_side.mp4.")] = True,
+    offline: Annotated[bool, typer.Option("--offline", help="Never download missing metric weights.")] = False,
 ) -> None:
     """Metrics table, eval/metrics.json, per-frame plots and a side-by-side video.
 
@@ -108,7 +123,7 @@ def evaluate(
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("evaluate", total=None)
         report = run_evaluation(
-            work, metrics=metrics, weights_dir=weights_dir, prompt=prompt, video=video, console=err,
+            work, metrics=metrics, weights_dir=weights_dir, prompt=prompt, video=video, console=err, offline=offline,
             progress=lambda name, done, total: bar.update(task, description=f"evaluate: {name}",
                                                           completed=done, total=total))
     print_report(console, report)
@@ -154,6 +169,13 @@ def synth(
     )
 
 
+def _add_groups() -> None:
+    from dynrec.cli_weights import app as weights_app
+
+    app.add_typer(weights_app, name="weights")
+
+
+_add_groups()
 STATE_STYLE = {"done": "green", "stale": "yellow", "failed": "red", "missing": "dim"}
 
 

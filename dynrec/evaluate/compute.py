@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from dynrec import metrics as M
 from dynrec.artifacts import Cameras, Tracks
@@ -24,6 +25,7 @@ from dynrec.geometry.lift import project_points
 from dynrec.metrics.base import MetricNotComputable
 from dynrec.metrics.frechet import FVD_CLIP_LEN
 from dynrec.model.tracking import query_trajectories
+from dynrec.weights import BY_NAME, METRIC_WEIGHTS, WeightsNotFound, ensure
 
 HELDOUT_NEEDS = frozenset({"gt_heldout", "covis_masks"})
 GT_NEEDS = frozenset({"gt_heldout", "covis_masks", "gt_cameras", "gt_tracks_2d", "gt_tracks_3d", "gt_keypoints"})
@@ -64,11 +66,13 @@ class MetricResult:
 class Models:
     """Metric networks, loaded once on first use from ``weights_dir`` / ``$DYNREC_WEIGHTS``.
 
-    A missing file raises :class:`Unavailable` with ``weights missing: <file, folders>``.
+    With ``fetch``, missing weights are downloaded first (:func:`dynrec.weights.ensure`); a
+    file still missing raises :class:`Unavailable` with ``weights missing: <file, folders>``.
     """
 
-    def __init__(self, weights_dir: Path | None, device: str = "cpu"):
-        self.weights_dir, self.device = weights_dir, device
+    def __init__(self, weights_dir: Path | None, device: str = "cpu", fetch: bool = False,
+                 console: Console | None = None):
+        self.weights_dir, self.device, self.fetch, self.console = weights_dir, device, fetch, console
         self._cache: dict[str, Any] = {}
 
     def get(self, kind: str) -> Any:
@@ -80,7 +84,11 @@ class Models:
         }
         if kind not in self._cache:
             try:
+                if self.fetch:
+                    ensure([BY_NAME[n] for n in METRIC_WEIGHTS[f"weights:{kind}"]], self.weights_dir, self.console)
                 self._cache[kind] = loaders[kind]()
+            except WeightsNotFound as exc:
+                self._cache[kind] = Unavailable("weights could not be downloaded: " + "; ".join(exc.failures.values()))
             except M.WeightsMissing as exc:
                 self._cache[kind] = Unavailable(
                     f"weights missing: {exc.reason}; give the folder with --weights-dir or $DYNREC_WEIGHTS")

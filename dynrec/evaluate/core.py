@@ -26,6 +26,7 @@ from dynrec.evaluate.video import side_by_side
 from dynrec.metrics import METRICS
 from dynrec.pipeline.hashing import hash_json
 from dynrec.pipeline.session import open_runner
+from dynrec.weights import network_allowed
 
 EVAL = "eval"
 VIDEO_FILE = "side_by_side.mp4"
@@ -77,7 +78,7 @@ def _no_progress(description: str, done: int, total: int) -> None:
 
 def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = None,
              prompt: str | None = None, video: bool = True, console: Console | None = None,
-             progress: ProgressFn = _no_progress) -> EvalReport:
+             progress: ProgressFn = _no_progress, offline: bool = False) -> EvalReport:
     """Evaluate the work dir ``work`` and write ``work/eval/``.
 
     Args:
@@ -87,6 +88,8 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
         weights_dir: folder of metric network weights (then ``$DYNREC_WEIGHTS``).
         prompt: text for ``clip_t``.
         video: write the side-by-side MP4.
+        offline: never download metric weights (also when ``DYNREC_OFFLINE`` /
+            ``HF_HUB_OFFLINE`` is set); otherwise missing ones are fetched on first use.
 
     Raises:
         DynrecError: unknown metric, no work dir / no frames, or artifacts that disagree
@@ -105,7 +108,7 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
                 skipped[name] = reason
             else:
                 requested.append(name)
-    models = Models(weights_dir, runner.device)
+    models = Models(weights_dir, runner.device, fetch=not offline and network_allowed(), console=console)
     results = []
     for i, name in enumerate(requested):
         progress(name, i, len(requested))

@@ -205,6 +205,7 @@ class Runner:
             force: bool = False) -> list[str]:
         """Bring ``targets`` up to date; returns the stages that actually ran."""
         plan, forced = self.plan(targets, from_, only, force)
+        self.ensure_weights([n for n in plan if n in forced or self.state(n).state != "done"])
         ran = []
         for name in plan:
             state = self.state(name)
@@ -215,6 +216,16 @@ class Runner:
             self._execute(name)
             ran.append(name)
         return ran
+
+    def ensure_weights(self, stages: list[str]) -> None:
+        """Before any stage runs: the network weights ``stages`` will load, fetched when missing
+        (unless the network is off, see :func:`dynrec.weights.network_allowed`); every missing
+        one is named at once otherwise."""
+        from dynrec.weights import ensure
+
+        needed = [w for name in stages for w in self.specs[name].weights(self.params(name))]
+        if needed:
+            ensure(needed, self.config.run.weights_dir, self.console)
 
     def _require_upstream(self, name: str) -> None:
         for up in self.specs[name].upstream:

@@ -58,7 +58,11 @@ class StageSpec:
     method was used); ``external(params, source, gt)`` lists files or folders outside the
     work dir whose content is part of the key (the input video for ``frames``, the
     ground-truth files a ``gt`` backend copies); ``for_device(params, device)`` the params
-    as they run on ``device`` (defaults that depend on it filled in), which the key hashes.
+    as they run on ``device`` (defaults that depend on it filled in), which the key hashes;
+    ``weights(params)`` the network weights (:class:`dynrec.weights.Weight`) the stage will
+    load with these params, fetched (or all named when missing offline) before any stage runs;
+    ``check(params)`` raises :class:`DynrecError` naming a bad setting (a value out of range,
+    an unknown choice) before anything is run or written.
     """
 
     name: str
@@ -69,6 +73,8 @@ class StageSpec:
     external: Callable[[Any, Path | None, Path | None], list[Path]] = lambda params, source, gt: []
     summary: str = ""
     for_device: Callable[[Any, str], Any] = lambda params, device: params
+    weights: Callable[[Any], list[Any]] = lambda params: []
+    check: Callable[[Any], None] = lambda params: None
 
 
 def pick_backend(stage: str, backends: dict[str, Callable[..., dict[str, Any]]], name: str) -> Callable[..., dict[str, Any]]:

@@ -108,7 +108,18 @@ def run(ctx: StageContext, params: DepthParams) -> dict[str, Any]:
     return pick_backend("depth", BACKENDS, params.backend)(ctx, params)
 
 
+
+def _weights(params: DepthParams) -> list[Any]:
+    if params.backend != "learned":
+        return []
+    from dynrec.learned.depth_anything import model_id_for
+    from dynrec.weights import for_hf_model
+
+    w = for_hf_model(model_id_for(params.model), f"depth (learned, depth.model={params.model})")
+    return [w] if w else []
+
+
 STAGE = StageSpec(
     name="depth", version=2, upstream=('frames',), params=DepthParams, run=run,
-    external=_external, summary="z-depth maps [T,H,W]",
+    external=_external, summary="z-depth maps [T,H,W]", weights=_weights,
 )

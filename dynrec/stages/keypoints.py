@@ -148,7 +148,15 @@ def run(ctx: StageContext, params: KeypointsParams) -> dict[str, Any]:
     return pick_backend("keypoints", BACKENDS, params.backend)(ctx, params)
 
 
+
+def _weights(params: KeypointsParams) -> list[Any]:
+    from dynrec.weights import for_hf_model
+
+    w = for_hf_model(params.model, "keypoints (learned)") if params.backend == "learned" else None
+    return [w] if w else []
+
+
 STAGE = StageSpec(
     name="keypoints", version=2, upstream=("frames", "masks", "tracks", "cameras", "align"), params=KeypointsParams,
-    run=run, external=gt_external("keypoints"), summary="2D keypoints [T,J,2] and skeleton",
+    run=run, external=gt_external("keypoints"), summary="2D keypoints [T,J,2] and skeleton", weights=_weights,
 )

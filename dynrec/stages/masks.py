@@ -216,7 +216,15 @@ def run(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
     return pick_backend("masks", BACKENDS, params.backend)(ctx, params)
 
 
+
+def _weights(params: MasksParams) -> list[Any]:
+    from dynrec.weights import for_hf_model
+
+    w = for_hf_model(params.model, "masks (learned)") if params.backend == "learned" else None
+    return [w] if w else []
+
+
 STAGE = StageSpec(
     name="masks", version=3, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
-    external=gt_external("masks"), summary="foreground masks [T,H,W]",
+    external=gt_external("masks"), summary="foreground masks [T,H,W]", weights=_weights,
 )

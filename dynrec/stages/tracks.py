@@ -115,7 +115,22 @@ def run(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
     return pick_backend("tracks", BACKENDS, params.backend)(ctx, params)
 
 
+
+def _weights(params: TracksParams) -> list[Any]:
+    """CoTracker's code through torch.hub and its checkpoint, unless ``tracks.repo_dir`` names
+    a local clone (which then brings its own weights, or ``tracks.checkpoint`` does)."""
+    if params.backend != "learned" or params.repo_dir:
+        return []
+    from dynrec.weights import BY_NAME, COTRACKER
+
+    code = BY_NAME["cotracker-code"]
+    out = [code] if params.hub == code.repo else []
+    if not params.checkpoint and params.model in COTRACKER:
+        out.append(BY_NAME[COTRACKER[params.model]])
+    return out
+
+
 STAGE = StageSpec(
     name="tracks", version=2, upstream=("frames", "depth"), params=TracksParams, run=run,
-    external=gt_external("tracks"), summary="2D point tracks [N,T,2] with visibility",
+    external=gt_external("tracks"), summary="2D point tracks [N,T,2] with visibility", weights=_weights,
 )
