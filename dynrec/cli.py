@@ -72,7 +72,7 @@ def preprocess(
     sets += [f"masks.prompt={prompt}"] if prompt is not None else []
     sets += [f"masks.prompt_box={prompt_box}"] if prompt_box is not None else []
     runner = open_runner(out, create=True, source=video, gt=gt, preset=preset, config_file=config,
-                         sets=sets + list(set_ or []), console=err, offline=offline)
+                         sets=sets + list(set_ or []), console=err, offline=offline, scope=PREPROCESS)
     if runner.source is None:
         raise DynrecError(f"no input video: give one, e.g. `dynrec preprocess video.mp4 -o {out}`")
     runner.run(PREPROCESS, from_=from_, only=only, force=force)
@@ -98,7 +98,7 @@ def reconstruct(
     sets = [f"recon.{k}={v}" for k, v in (("steps", steps), ("motion", motion)) if v is not None]
     sets += [f"run.device={device}"] if device else []
     runner = open_runner(work, create=False, preset=preset, config_file=config,
-                         sets=sets + list(set_ or []), console=err)
+                         sets=sets + list(set_ or []), console=err, scope=RECONSTRUCT)
     runner.run(RECONSTRUCT, only=RECONSTRUCT[0], force=force)
     commit_config(runner)
     _print_status(runner)
@@ -136,7 +136,7 @@ def status(work: WorkArg = Path(".")) -> None:
     """Every stage: done / stale / failed / missing, with key, duration and size."""
     from dynrec.pipeline.session import open_runner
 
-    _print_status(open_runner(work, create=False, save=False, console=err))
+    _print_status(open_runner(work, create=False, save=False, console=err, check=False))
 
 
 @app.command()
@@ -170,9 +170,11 @@ def synth(
 
 
 def _add_groups() -> None:
+    from dynrec.cli_config import app as config_app
     from dynrec.cli_weights import app as weights_app
 
     app.add_typer(weights_app, name="weights")
+    app.add_typer(config_app, name="config")
 
 
 _add_groups()
@@ -180,16 +182,26 @@ STATE_STYLE = {"done": "green", "stale": "yellow", "failed": "red", "missing": "
 
 
 def _print_status(runner) -> None:
+    """One line per stage; a detail longer than a cell is printed in full below the table."""
     table = Table(title=f"dynrec status: {escape(str(runner.work.root))}")
-    for col in ("stage", "state", "key", "duration", "size", "detail"):
-        table.add_column(col, overflow="fold")
+    for col, width in (("stage", 9), ("state", 7), ("key", 8), ("time", 6), ("size", 9)):
+        table.add_column(col, no_wrap=True, min_width=width)
+    table.add_column("detail", no_wrap=True, overflow="ellipsis")
+    room = max(16, console.width - 60)  # what is left of the line for the detail
+    notes = []
     for st in runner.states():
+        detail = st.detail
+        if len(detail) > room or "\n" in detail:
+            notes.append(f"[bold]{st.name}[/]: {escape(detail)}")
+            detail = f"{detail.splitlines()[0][:room - 10]}… (below)"
         table.add_row(
-            st.name, f"[{STATE_STYLE[st.state]}]{st.state}[/]", st.key,
+            st.name, f"[{STATE_STYLE[st.state]}]{st.state}[/]", st.key[:8],
             "" if st.duration_s is None else f"{st.duration_s:.1f}s",
-            "" if st.size_bytes is None else _human(st.size_bytes), escape(st.detail),
+            "" if st.size_bytes is None else _human(st.size_bytes), escape(detail),
         )
     console.print(table)
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
 
 
 def _human(n: float) -> str:

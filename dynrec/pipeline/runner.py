@@ -10,6 +10,7 @@ as they were; the next run resumes at the failed stage.
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import re
 import time
@@ -156,7 +157,8 @@ class Runner:
         if manifest.get("key") == "invalid":
             return manifest.get("invalid_reason", "artifact invalid")
         parts = self._key_parts(name)
-        changed = [k for k, v in parts["params"].items() if manifest.get("params", {}).get(k) != v]
+        params = json.loads(json.dumps(parts["params"]))  # as the manifest stores them (tuples as lists)
+        changed = [k for k, v in params.items() if manifest.get("params", {}).get(k) != v]
         if changed:
             return "params changed: " + ", ".join(changed)
         ups = [u for u, k in parts["upstream"].items() if manifest.get("upstream", {}).get(u) != k]
@@ -205,7 +207,10 @@ class Runner:
             force: bool = False) -> list[str]:
         """Bring ``targets`` up to date; returns the stages that actually ran."""
         plan, forced = self.plan(targets, from_, only, force)
-        self.ensure_weights([n for n in plan if n in forced or self.state(n).state != "done"])
+        pending = [n for n in plan if n in forced or self.state(n).state != "done"]
+        for name in pending:
+            self.specs[name].preflight(self.params(name), self.source, self.gt, self.console)
+        self.ensure_weights(pending)
         ran = []
         for name in plan:
             state = self.state(name)

@@ -23,7 +23,7 @@ import numpy as np
 
 from dynrec.artifacts import Depth, Frames
 from dynrec.errors import DynrecError
-from dynrec.stages.base import StageContext, StageSpec, pick_backend
+from dynrec.stages.base import StageContext, StageSpec, check_fields, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
 
 
@@ -119,7 +119,12 @@ def _weights(params: DepthParams) -> list[Any]:
     return [w] if w else []
 
 
+def _check(params: DepthParams) -> None:
+    check_fields("depth", params, minimum={"batch": 1}, positive=("scale",),
+                 choices={"backend": BACKENDS, "kind": ("depth", "disparity")})
+
+
 STAGE = StageSpec(
     name="depth", version=2, upstream=('frames',), params=DepthParams, run=run,
-    external=_external, summary="z-depth maps [T,H,W]", weights=_weights,
+    external=_external, summary="z-depth maps [T,H,W]", weights=_weights, check=_check,
 )

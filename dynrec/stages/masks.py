@@ -24,7 +24,7 @@ import numpy as np
 
 from dynrec.artifacts import Frames, Masks, Tracks
 from dynrec.errors import DynrecError
-from dynrec.stages.base import StageContext, StageSpec, pick_backend
+from dynrec.stages.base import StageContext, StageSpec, check_fields, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
 from dynrec.stages.upstream import z_depth
 
@@ -224,7 +224,11 @@ def _weights(params: MasksParams) -> list[Any]:
     return [w] if w else []
 
 
+def _check(params: MasksParams) -> None:
+    check_fields("masks", params, choices={"backend": BACKENDS}, minimum={"sam_points": 1, "batch": 1})
+
+
 STAGE = StageSpec(
     name="masks", version=3, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
-    external=gt_external("masks"), summary="foreground masks [T,H,W]", weights=_weights,
+    external=gt_external("masks"), summary="foreground masks [T,H,W]", weights=_weights, check=_check,
 )

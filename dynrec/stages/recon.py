@@ -779,5 +779,5 @@ def render_heldout(ctx: StageContext, scene: DynamicScene, data: Data, frames_me
 STAGE = StageSpec(
     name="recon", version=3, upstream=("frames", "masks", "align", "tracks", "cameras", "keypoints", "lift"),
     params=ReconParams, run=run, external=heldout_external, summary="optimise Gaussians + HiMoR",
-    for_device=resolve_schedule,
+    for_device=resolve_schedule, check=check_params,
 )
