@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -178,6 +179,8 @@ def _add_groups() -> None:
 
 
 _add_groups()
+#: OSErrors a user's environment causes (read-only, permissions, full disk): one line, no traceback.
+USER_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 STATE_STYLE = {"done": "green", "stale": "yellow", "failed": "red", "missing": "dim"}
 
 
@@ -219,6 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     except DynrecError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in USER_ERRNOS:
+            raise
+        err.print(f"[bold red]error:[/] cannot write {escape(str(exc.filename or ''))}: {escape(exc.strerror or str(exc))}; "
+                  "finished stages and the saved config are kept")
+        sys.exit(1)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume")
         sys.exit(130)

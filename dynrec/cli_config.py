@@ -68,7 +68,7 @@ def reset(work: WorkArg = Path("."),
     backend are kept. Affected stages re-run on the next command."""
     from dynrec.pipeline.session import open_runner
 
-    runner = open_runner(work, create=False, save=False, console=err, check=False)
+    runner = open_runner(work, create=False, save=False, console=err, check=False, writable=True)
     config = runner.config
     names = ["run", *config.stages] if stage is None else [stage]
     if stage is not None and stage not in ("run", *config.stages):

@@ -96,7 +96,7 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
             (frame counts, sizes); ``eval/`` is then left as it was.
     """
     requested = parse_metrics(metrics)
-    runner = open_runner(work, create=False, save=False, console=console)
+    runner = open_runner(work, create=False, save=False, console=console, writable=True)
     inp = EvalInputs(runner, prompt)
     inp.frames()  # nothing can be evaluated without frames: fail early with the reason
     skipped: dict[str, str] = {}

@@ -18,6 +18,7 @@ only once the command has succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tomllib
@@ -87,7 +88,8 @@ class Config:
             tmp.write_text(tomli_w.dumps(self.to_dict()))
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise DynrecError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 

@@ -93,6 +93,8 @@ class Runner:
         self.device = device
         self.console = console or Console(stderr=True)
         self._keys: dict[str, str] = {}
+        #: Stages whose ``preflight`` already ran (on the input given to :func:`open_runner`).
+        self.preflighted: set[str] = set()
         self._parts: dict[str, dict[str, Any]] = {}
 
     # ----- keys and states -------------------------------------------------------------
@@ -209,7 +211,9 @@ class Runner:
         plan, forced = self.plan(targets, from_, only, force)
         pending = [n for n in plan if n in forced or self.state(n).state != "done"]
         for name in pending:
-            self.specs[name].preflight(self.params(name), self.source, self.gt, self.console)
+            if name not in self.preflighted:
+                self.specs[name].preflight(self.params(name), self.source, self.gt, self.console)
+                self.preflighted.add(name)
         self.ensure_weights(pending)
         ran = []
         for name in plan:
@@ -268,6 +272,7 @@ class Runner:
                                inputs={u: self.work.stage_dir(u) for u in spec.upstream},
                                device=self.device, source=self.source, gt=self.gt,
                                weights_dir=Path(w).expanduser() if (w := self.config.run.weights_dir) else None,
+                               logs=self.work.log_file(name).parent,
                                console=self.console, progress=progress)
             memory.reset()
             try:

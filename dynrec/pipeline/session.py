@@ -30,6 +30,7 @@ def open_runner(
     offline: bool = False,
     scope: Sequence[str] | None = None,
     check: bool = True,
+    writable: bool | None = None,
 ) -> Runner:
     """Resolve and check the config (saved / preset on the ``scope`` stages / file / ``--set``,
     :mod:`dynrec.pipeline.config`) and the device, and only then open (with ``create``, make)
@@ -40,7 +41,10 @@ def open_runner(
     ``gt`` records a ground-truth scene and switches the stages that have a ``gt`` backend
     to it; ``offline`` switches them to their ``offline`` backends instead (with ``gt``, the
     scene then serves evaluation and held-out renders only). ``check=False`` skips the range
-    and choice checks (``dynrec status`` on a work dir whose saved config is out of range)."""
+    and choice checks (``dynrec status`` on a work dir whose saved config is out of range);
+    ``writable`` (default: ``create or save``) refuses a read-only work dir up front. A
+    ``source`` given here is checked (the ``scope`` stages' ``preflight``: the video is probed)
+    before the work dir is created or touched."""
     console = console or Console(stderr=True)
     if source is not None and not source.exists():
         raise DynrecError(f"input not found: {source}")
@@ -62,10 +66,19 @@ def open_runner(
                      sets=pre + list(sets or []), scope=scope, check=check,
                      warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
     device = resolve_device(config.run.device)
-    workdir = WorkDir.open(work, create=create)
+    checked = []
+    if source is not None:  # a new input: checked before the work dir is made or touched
+        for spec in REGISTRY:
+            if scope is None or spec.name in scope:
+                spec.preflight(spec.for_device(config.stages[spec.name], device), Path(config.input.source),
+                               Path(config.input.gt) if config.input.gt else None, console)
+                checked.append(spec.name)
+    workdir = WorkDir.open(work, create=create, writable=(create or save) if writable is None else writable)
     if save and not workdir.config_file.is_file():
         config.save(workdir.config_file)
-    return Runner(workdir, REGISTRY, config, device=device, console=console)
+    runner = Runner(workdir, REGISTRY, config, device=device, console=console)
+    runner.preflighted.update(checked)
+    return runner
 
 
 def commit_config(runner: Runner) -> None:

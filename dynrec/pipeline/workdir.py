@@ -52,8 +52,10 @@ class WorkDir:
         work._check_schema()
 
     @classmethod
-    def open(cls, root: Path, create: bool) -> WorkDir:
-        """Check (and with ``create``, make) a usable work dir; errors say what is wrong."""
+    def open(cls, root: Path, create: bool, writable: bool | None = None) -> WorkDir:
+        """Check (and with ``create``, make) a usable work dir; errors say what is wrong.
+        ``writable`` (default: ``create``) refuses a work dir that cannot be written to, before
+        the command does anything."""
         root = Path(root)
         cls.check(root, create)
         if not root.exists():
@@ -63,10 +65,10 @@ class WorkDir:
                 raise DynrecError(f"cannot create work dir {root}: {exc.strerror or exc}") from exc
         work = cls(root)
         work._check_schema()
-        if create:
+        if create if writable is None else writable:
             work._check_writable()
-            if not work.meta_file.exists():
-                save_json(work.meta_file, {"schema": WORKDIR_SCHEMA, "created_by": __version__})
+        if create and not work.meta_file.exists():
+            save_json(work.meta_file, {"schema": WORKDIR_SCHEMA, "created_by": __version__})
         work._recover()
         return work
 
@@ -116,7 +118,8 @@ class WorkDir:
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
-            raise DynrecError(f"work dir {self.root} is not writable: {exc.strerror or exc}") from exc
+            raise DynrecError(f"work dir {self.root} is not writable ({exc.strerror or exc}); nothing was "
+                              "changed: run the command where you can write, or copy the work dir") from exc
 
     def _recover(self) -> None:
         """Finish a commit that a crash interrupted between its two renames."""

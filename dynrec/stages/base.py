@@ -29,7 +29,8 @@ class StageContext:
     ``inputs`` maps each upstream stage name to its finished folder; ``checkpoints`` is a
     folder inside ``out`` kept across interrupted runs with the same key and removed on
     success; ``source`` is the input video or image folder; ``gt`` a ground-truth scene;
-    ``weights_dir`` the folder learned backends look in first (``--weights-dir``).
+    ``weights_dir`` the folder learned backends look in first (``--weights-dir``); ``logs``
+    the folder where third-party libraries' own log output goes (COLMAP), not the terminal.
     """
 
     work: Path
@@ -39,6 +40,7 @@ class StageContext:
     source: Path | None = None
     gt: Path | None = None
     weights_dir: Path | None = None
+    logs: Path | None = None
     console: Console = field(default_factory=Console)
     progress: ProgressFn = _no_progress
 

@@ -327,7 +327,10 @@ BACKENDS = {"learned": _auto, "offline": _auto, "colmap": _colmap, "ba": _ba, "s
 
 
 def run(ctx: StageContext, params: CamerasParams) -> dict[str, Any]:
-    return pick_backend("cameras", BACKENDS, params.backend)(ctx, params)
+    from dynrec.geometry.colmap import logs_in
+
+    with logs_in(ctx.logs):  # COLMAP's own log lines: to the work dir's logs, not the terminal
+        return pick_backend("cameras", BACKENDS, params.backend)(ctx, params)
 
 
 def _check(params: CamerasParams) -> None:

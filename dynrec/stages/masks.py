@@ -213,7 +213,10 @@ BACKENDS = {"learned": _learned, "gt": _gt, "offline": _offline}
 
 
 def run(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
-    return pick_backend("masks", BACKENDS, params.backend)(ctx, params)
+    from dynrec.geometry.colmap import logs_in
+
+    with logs_in(ctx.logs):  # COLMAP's own log lines: to the work dir's logs, not the terminal
+        return pick_backend("masks", BACKENDS, params.backend)(ctx, params)
 
 
 
