@@ -196,6 +196,10 @@ def _fvd(name: str, inp: EvalInputs, models: Models) -> MetricResult:
 
 
 # ----- camera trajectory ---------------------------------------------------------------------
+#: The note of trajectory errors whose cameras are the ground truth (errors are round-off).
+GT_CAMERAS_NOTE = ", copied from the ground truth by the cameras stage (0 by construction)"
+
+
 def trajectory(inp: EvalInputs) -> tuple[M.TrajectoryErrors, str]:
     """ATE / RPE of the evaluated cameras against the ground truth (cached), and a note."""
     def load() -> tuple[M.TrajectoryErrors, str]:
@@ -207,7 +211,7 @@ def trajectory(inp: EvalInputs) -> tuple[M.TrajectoryErrors, str]:
             raise Unavailable(exc.reason) from exc
         note = f"cameras: WORK/{where}"
         if pred.method == "gt":
-            note += ", copied from the ground truth by the cameras stage (0 by construction)"
+            note += GT_CAMERAS_NOTE
         return errors, note
     return inp.memo("trajectory", load)
 
