@@ -56,7 +56,8 @@ def test_shown_command_exists(doc: str, command: str) -> None:
 
 
 def test_the_check_catches_what_the_old_readme_showed() -> None:
-    """`reconstruct --gt` (once in the README) is not an option; `dynrec render` not a command yet."""
+    """`reconstruct --gt` (once in the README) is not an option."""
     cmd, path, options = resolve("dynrec reconstruct work/ --gt scene/")
-    assert path == ["reconstruct"] and "--gt" not in {o for p in cmd.params for o in p.opts}
+    assert path == ["reconstruct"] and options == ["--gt"]
+    assert "--gt" not in {o for p in cmd.params for o in p.opts}
     assert resolve("dynrec weights fetch --all")[1] == ["weights", "fetch"]
