@@ -25,11 +25,14 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from dynrec import __version__
 from dynrec.errors import ArtifactError, DynrecError, StageFailed
@@ -52,6 +55,14 @@ class StageState:
     detail: str = ""
     duration_s: float | None = None
     size_bytes: int | None = None
+
+
+class RateColumn(ProgressColumn):
+    """Steps (or frames, points) per second of the task so far."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f}/s" if speed else "", style="progress.data.speed")
 
 
 class PlainProgress:
@@ -260,7 +271,8 @@ class Runner:
         started = time.time()
         plain = None if self.console.is_terminal else PlainProgress(self.console, name)
         with Progress(TextColumn("  {task.description}"), BarColumn(), TaskProgressColumn(),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True) as bar:
+                      RateColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                      transient=True) as bar:
             task = bar.add_task(name, total=None)
 
             def progress(description: str, done: int, total: int) -> None:
