@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         if exc.errno not in USER_ERRNOS:
             raise
-        err.print(f"[bold red]error:[/] cannot write {escape(str(exc.filename or ''))}: {escape(exc.strerror or str(exc))}; "
+        err.print(f"[bold red]error:[/] {escape(exc.strerror or str(exc))}: {escape(str(exc.filename or ''))}; "
                   "finished stages and the saved config are kept")
         sys.exit(1)
     except KeyboardInterrupt:

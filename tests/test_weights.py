@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_learned import weights  # noqa: F401 - the tiny learned models, served by the stand-in hub
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -214,3 +215,25 @@ def test_preprocess_offline_lists_all_learned_weights_before_running(scene: Path
         assert name in r.err
     assert str(tmp_path / "empty" / "depth-anything" / "Depth-Anything-V2-Small-hf") in r.err
     assert not (tmp_path / "work" / "frames").exists()
+
+
+def test_preprocess_fetches_a_learned_model_before_running(hub: Hub, weights: Path, gt_work: Path,  # noqa: F811
+                                                           tmp_path: Path, cli) -> None:
+    """Network on, weights missing: the depth model is downloaded from the (stand-in) hub into
+    --weights-dir before the stage runs, then used."""
+    import shutil
+
+    folder = weights / "depth-anything" / "Depth-Anything-V2-Small-hf"
+    hub.add_repo("depth-anything/Depth-Anything-V2-Small-hf",
+                 {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()})
+    work = tmp_path / "work"
+    shutil.copytree(gt_work, work)
+    r = cli("preprocess", "-o", work, "--only", "depth", "--set", "depth.backend=learned",
+            "--weights-dir", tmp_path / "dl")
+    assert r.code == 0, r.err
+    got = tmp_path / "dl" / "depth-anything" / "Depth-Anything-V2-Small-hf"
+    assert (got / "config.json").read_bytes() == (folder / "config.json").read_bytes()
+    assert "downloading depth-anything-v2-small" in r.err
+    import json
+
+    assert json.loads((work / "depth" / "manifest.json").read_text())["info"]["weights"] == str(got)

@@ -6,9 +6,10 @@ Resolution order (later wins), every value remembering where it came from
 1. each stage's Params defaults;
 2. ``WORK/dynrec.toml`` when it exists (the settings of earlier runs and the user's edits); a
    setting this version no longer knows (renamed or removed) is dropped with a warning;
-3. ``--preset NAME``, on the stages of the command only (``preprocess``: the preprocessing
-   stages, ``reconstruct``: recon): every field any preset sets takes NAME's value or its
-   default, so ``--preset default`` undoes ``--preset tiny``; nothing else changes;
+3. ``--preset NAME``: on a new work dir, on every stage; on an existing one, on the stages of
+   the command only (``preprocess``: the preprocessing stages, ``reconstruct``: recon). Every
+   field any preset sets takes NAME's value or its default, so ``--preset default`` undoes
+   ``--preset tiny``; nothing else changes;
 4. the ``--config`` file, then ``--set stage.field=value`` overrides.
 
 Every value is then checked (types while reading; ranges and choices by each stage's
@@ -194,7 +195,7 @@ def resolve(
 ) -> Config:
     """Build the config in the documented order; errors name the offending setting.
 
-    ``scope``: the stages a preset applies to (None: all); ``warn`` receives the warnings
+    ``scope``: the stages a preset applies to when ``saved`` exists (None: all); ``warn`` receives the warnings
     about an older saved file; ``check`` runs every stage's range / choice checks."""
     config = Config(stages={s.name: s.params() for s in specs})
     if preset is not None and preset not in PRESETS:
@@ -202,8 +203,9 @@ def resolve(
     if saved is not None and saved.is_file():
         _apply_tree(config, _read_toml(saved), str(saved), saved.name, warn or (lambda message: None))
     if preset is not None:
+        fresh = saved is None or not saved.is_file()  # a new work dir: the preset sets every stage
         for spec in specs:
-            if scope is None or spec.name in scope:
+            if fresh or scope is None or spec.name in scope:
                 _apply(config.stages[spec.name], preset_values(spec, preset), f"preset {preset} [{spec.name}]",
                        config, spec.name, f"preset {preset}")
     if config_file is not None:
