@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import tomli_w
 from conftest import moving_pattern
 
 
@@ -198,3 +199,17 @@ def test_version(cli) -> None:
 
     r = cli("--version")
     assert r.code == 0 and r.out.strip() == f"dynrec {__version__}"
+
+
+def test_a_poisoned_saved_config_is_named_and_reset(work: Path, cli) -> None:
+    """A dynrec.toml an older dynrec let through (`motion = "foo"`, `steps = -5`): commands that
+    run stages say which setting and how to undo it; status still works; reset repairs it."""
+    saved = tomllib.loads((work / "dynrec.toml").read_text())
+    poisoned = {**saved, "recon": {**saved["recon"], "motion": "foo"}}
+    (work / "dynrec.toml").write_text(tomli_w.dumps(poisoned))
+    msg = one_error(cli("reconstruct", work))
+    assert "recon.motion must be one of" in msg and f"dynrec config reset {work} STAGE" in msg
+    assert cli("status", work).code == 0
+    assert cli("config", "reset", work, "recon").code == 0
+    assert tomllib.loads((work / "dynrec.toml").read_text())["recon"]["motion"] == "himor"
+    assert tomllib.loads((work / "dynrec.toml").read_text())["frames"] == saved["frames"]

@@ -141,7 +141,7 @@ def load_inception(
         weights_dir,
         "fid",
         device,
-        "download it from the StyleGAN2-ADA metrics page (inception-2015-12-05.pt)",
+        "fetch it with `dynrec weights fetch inception` (StyleGAN2-ADA's inception-2015-12-05.pt)",
     )
 
 
@@ -151,7 +151,7 @@ def load_i3d(
     """The FVD I3D TorchScript ``i3d_torchscript.pt`` (StyleGAN-V) from ``weights_dir`` /
     ``$DYNREC_WEIGHTS``. Raises :class:`~dynrec.metrics.weights.WeightsMissing`."""
     return _load_torchscript(
-        I3D_FILE, weights_dir, "fvd", device, "download StyleGAN-V's i3d_torchscript.pt"
+        I3D_FILE, weights_dir, "fvd", device, "fetch it with `dynrec weights fetch i3d` (StyleGAN-V's i3d_torchscript.pt)"
     )
 
 

@@ -154,7 +154,7 @@ def load_lpips(
         weights_dir,
         "lpips",
         torch_hub=True,
-        hint="put torchvision's AlexNet ImageNet weights there",
+        hint="fetch torchvision's AlexNet ImageNet weights with `dynrec weights fetch alexnet`",
     )
     pkg = lpips_package_heads()
     heads = find_weights(

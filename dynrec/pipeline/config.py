@@ -214,7 +214,13 @@ def resolve(
         section, name, value = parse_set(item)
         _apply(config.section(section), {name: value}, f"--set {section}", config, section, "command line")
     if check:
-        check_config(config, specs)
+        try:
+            check_config(config, specs)
+        except DynrecError as exc:
+            if saved is None or not saved.is_file():
+                raise
+            raise DynrecError(f"{exc} (`dynrec config show {saved.parent}` says where each value came from; "
+                              f"`dynrec config reset {saved.parent} STAGE` restores a stage's defaults)") from exc
     return config
 
 
