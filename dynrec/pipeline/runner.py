@@ -87,7 +87,7 @@ class PlainProgress:
         line = f"  {self.stage}: {description}"
         if total > 0:
             line += f" {done}/{total} ({100 * done / total:.0f}%), {elapsed:.0f} s"
-            if 0 < done < total:
+            if 0 < done < total and elapsed >= 1:  # no rate yet at a phase's first line
                 line += f", about {elapsed * (total - done) / done:.0f} s left"
         self.console.print(line, highlight=False, markup=False)
 
