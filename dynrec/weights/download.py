@@ -61,7 +61,6 @@ def download_file(url: str, dest: Path, sha256: str | None = None, console: Cons
         DownloadFailed: network error or interruption (the ``.part`` file is kept so the next
             call resumes), or a size / sha256 mismatch (the ``.part`` file is deleted).
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": f"dynrec/{__version__}", "Accept-Encoding": "identity"}
@@ -78,6 +77,7 @@ def download_file(url: str, dest: Path, sha256: str | None = None, console: Cons
     except (urllib.error.URLError, OSError, HTTPException) as exc:
         raise DownloadFailed(f"{label}: cannot reach {url} ({getattr(exc, 'reason', exc)})") from exc
     if resp is not None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with resp:
             if offset and resp.status != 206:
                 offset = 0  # the server ignored Range: start again
@@ -125,8 +125,9 @@ def download_hf(repo: str, dest: Path, patterns: tuple[str, ...]) -> Path:
     try:
         path = snapshot_download(repo, local_dir=str(dest), allow_patterns=list(patterns), endpoint=endpoint)
     except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise DownloadFailed(f"{repo}: download from {endpoint or 'huggingface.co'} failed "
-                             f"({type(exc).__name__}: {exc})") from exc
+                             f"({type(exc).__name__}: {first})") from exc
     if not (Path(path) / "config.json").is_file():
         raise DownloadFailed(f"{repo}: the downloaded snapshot has no config.json ({path})")
     return Path(path)
