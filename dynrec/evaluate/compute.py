@@ -91,7 +91,8 @@ class Models:
                 self._cache[kind] = Unavailable("weights could not be downloaded: " + "; ".join(exc.failures.values()))
             except M.WeightsMissing as exc:
                 self._cache[kind] = Unavailable(
-                    f"weights missing: {exc.reason}; fetch them with `dynrec weights fetch` or give their folder with --weights-dir")
+                    f"weights missing: {exc.reason}; `dynrec weights fetch {' '.join(METRIC_WEIGHTS[f'weights:{kind}'])}` "
+                    "downloads them (or give their folder with --weights-dir)")
             except MetricNotComputable as exc:
                 self._cache[kind] = Unavailable(exc.reason)
         value = self._cache[kind]

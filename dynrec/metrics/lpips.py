@@ -154,13 +154,14 @@ def load_lpips(
         weights_dir,
         "lpips",
         torch_hub=True,
-        hint="fetch torchvision's AlexNet ImageNet weights with `dynrec weights fetch alexnet`",
+        hint="torchvision's AlexNet ImageNet weights",
     )
     pkg = lpips_package_heads()
     heads = find_weights(
         LPIPS_HEADS_FILE,
         weights_dir,
         "lpips",
+        torch_hub=True,
         extra=[pkg] if pkg else [],
         hint="install the heads with `pip install --no-deps lpips` "
         "or copy lpips/weights/v0.1/alex.pth there",
