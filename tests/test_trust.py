@@ -213,3 +213,20 @@ def test_a_poisoned_saved_config_is_named_and_reset(work: Path, cli) -> None:
     assert cli("config", "reset", work, "recon").code == 0
     assert tomllib.loads((work / "dynrec.toml").read_text())["recon"]["motion"] == "himor"
     assert tomllib.loads((work / "dynrec.toml").read_text())["frames"] == saved["frames"]
+
+
+def test_colmap_log_lines_go_to_the_work_dirs_logs(tmp_path: Path, capfd) -> None:
+    """COLMAP's own (glog) error lines land in the logs folder, not on the terminal."""
+    pytest.importorskip("pycolmap")
+    from dynrec.geometry.colmap import logs_in, run_colmap
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 64, (40, 3, 2))  # no geometry in it: the mapper builds no model
+    capfd.readouterr()
+    with logs_in(tmp_path / "logs"):
+        result = run_colmap(xy, np.ones((40, 3), bool), 64, 48, 60.0)
+    assert not result.registered.any()
+    err = capfd.readouterr().err
+    assert "sfm.cc" not in err and "Failed to create" not in err
+    logs = list((tmp_path / "logs").glob("colmap.*"))
+    assert logs and "Failed to create any sparse model" in "".join(p.read_text() for p in logs)

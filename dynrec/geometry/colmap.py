@@ -52,6 +52,8 @@ def _glog(pycolmap: Any) -> Iterator[None]:
     try:
         yield
     finally:
+        if _LOG_DIR:
+            log.set_log_destination(log.INFO, "")  # glog: "" stops writing that file
         log.minloglevel, log.stderrthreshold, log.alsologtostderr, log.logtostderr = saved
 
 
