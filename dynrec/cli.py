@@ -72,6 +72,8 @@ def preprocess(
     sets += [f"run.weights_dir={weights_dir.expanduser().resolve()}"] if weights_dir else []
     sets += [f"masks.prompt={prompt}"] if prompt is not None else []
     sets += [f"masks.prompt_box={prompt_box}"] if prompt_box is not None else []
+    if video is None and not (out / "dynrec.toml").is_file():  # before anything is created
+        raise DynrecError(f"no input video: give one, e.g. `dynrec preprocess video.mp4 -o {out}`")
     runner = open_runner(out, create=True, source=video, gt=gt, preset=preset, config_file=config,
                          sets=sets + list(set_ or []), console=err, offline=offline, scope=PREPROCESS)
     if runner.source is None:

@@ -150,6 +150,11 @@ def test_read_only_work_dir(work: Path, cli) -> None:
     assert snapshot(work) == before
 
 
+def test_preprocess_without_input_creates_nothing(tmp_path: Path, cli) -> None:
+    assert "no input video" in one_error(cli("preprocess", "-o", tmp_path / "new"))
+    assert not (tmp_path / "new").exists()
+
+
 def test_text_file_is_not_a_video(tmp_path: Path, cli) -> None:
     text = tmp_path / "notes.txt"  # FFmpeg's tty demuxer would "decode" it as a video
     text.write_text("the quick brown fox jumps over the lazy dog\n" * 400)
