@@ -126,13 +126,13 @@ def test_motion_segmentation_finds_a_moving_square():
 def test_prompt_keeps_only_the_named_subject():
     frames, first = _moving_square()
     second = np.zeros_like(first)
-    for t in range(len(frames)):  # a second square, moving the other way
-        x0 = 44 - round(1.5 * t)
+    for t in range(len(frames)):  # a second square, moving the other way, 2 px above the first
+        x0 = 44 - round(1.5 * t)  # (objects that touch in the image are one mask component)
         img = frames[t].astype(np.float32) / 255
-        img[4:14, x0:x0 + 10] = 0.5 + 0.5 * texture(10, 10, seed=6)
+        img[2:12, x0:x0 + 10] = 0.5 + 0.5 * texture(10, 10, seed=6)
         frames[t] = (img * 255).round().astype(np.uint8)
-        second[t, 4:14, x0:x0 + 10] = True
-        first[t, 4:14, x0:x0 + 10] = False
+        second[t, 2:12, x0:x0 + 10] = True
+        first[t, 2:12, x0:x0 + 10] = False
     found = track_video(frames, None, SeedParams(grid_size=24, query_every=4))
     res = found.result
     scores = motion_scores(res.xy, res.visible & (res.confidence >= 0.5), None, (64, 48))

@@ -37,7 +37,8 @@ class TracksParams:
     grid is on moving regions (1 = uniform); ``min_texture``: smallest colour structure-tensor
     eigenvalue of a seeded point (RGB in [0, 1]); ``patch_radius``: tracked patches are
     (2r+1)^2 pixels; ``fb_px``: frame-to-frame forward-backward threshold (pixels);
-    ``max_residual``: mean colour distance above which a point is occluded."""
+    ``max_residual``: mean colour distance above which a point is occluded; ``flow_start``:
+    the chain step also tries a start from dense optical flow (docs/offline-preprocess.md)."""
 
     backend: str = "learned"
     model: str = "cotracker3_offline"
@@ -52,6 +53,7 @@ class TracksParams:
     patch_radius: int = 4
     fb_px: float = 0.5
     max_residual: float = 0.15
+    flow_start: bool = True
 
 
 def _gt(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
@@ -91,7 +93,7 @@ def _seeded(ctx: StageContext, params: TracksParams, backend: str, tracker: Any)
     depth = z_depth(ctx)
     track = TrackParams()
     track = replace(track, patch=replace(track.patch, radius=params.patch_radius), fb_chain=params.fb_px,
-                    max_residual=params.max_residual)
+                    max_residual=params.max_residual, flow_start=params.flow_start)
     seeds = SeedParams(grid_size=params.grid_size, query_every=params.query_every, dense_factor=params.dense_factor,
                        min_texture=params.min_texture)
     found = track_video(frames, depth, seeds, track, progress=ctx.progress, tracker=tracker)
@@ -136,6 +138,6 @@ def _check(params: TracksParams) -> None:
 
 
 STAGE = StageSpec(
-    name="tracks", version=2, upstream=("frames", "depth"), params=TracksParams, run=run,
+    name="tracks", version=3, upstream=("frames", "depth"), params=TracksParams, run=run,
     external=gt_external("tracks"), summary="2D point tracks [N,T,2] with visibility", weights=_weights, check=_check,
 )

@@ -51,9 +51,10 @@ class TrackParams:
     ``agree_px``: chain and anchor agree within this distance; ``refresh``: frames of
     disagreement before the anchor is re-taken; ``neighbours`` that carry an occluded point;
     ``chain_confidence`` of samples the anchor does not confirm; ``flow_start``: the chain step
-    starts from dense optical flow (OpenCV's DIS) at the point, and its affine from the flow's
-    local Jacobian, instead of from constant velocity and the identity (camera shake and fast
-    turns move points further than the patch alignment's capture range)."""
+    also starts from dense optical flow (OpenCV's DIS) at the point, with its affine from the
+    flow's local Jacobian, besides constant velocity and the identity, and keeps the start that
+    passes the checks with the lower residual (camera shake moves points further than the patch
+    alignment's capture range; near motion boundaries the blended flow is the worse start)."""
 
     patch: AlignParams = field(default_factory=lambda: AlignParams(radius=4, levels=3, iters=(5, 5, 8)))
     chain_iters: tuple[int, ...] = (2, 3, 5)
@@ -175,14 +176,14 @@ class _Pass:
         if 0 <= ss < T:
             had = self.vis[idx, ss] & (self.q[idx] <= ss if step > 0 else self.q[idx] >= ss)
             velocity[had] = self.xy[idx[had], s] - self.xy[idx[had], ss]
-        start, A0 = prev + torch.from_numpy(velocity), _eye(len(idx))
-        if self.flow is not None:
-            start, A0 = flow_start(self.flow(s, t), self.xy[idx, s], p.patch.radius)
         patches = extract(self.pyr, s, prev, p.patch)
-        chained, Ac, rc = align(self.pyr, t, patches, start, A0, p.patch, p.chain_iters)
-        back = extract(self.pyr, t, chained, p.patch, Ac)
-        returned, _, _ = align(self.pyr, s, back, prev, _eye(len(idx)), p.patch, p.check_iters)
-        ok = ((returned - prev).norm(dim=-1) < p.fb_chain) & (rc < p.max_chain_residual)
+        chained, Ac, rc, ok = self._chain_try(patches, prev, prev + torch.from_numpy(velocity), _eye(len(idx)), s, t)
+        if self.flow is not None:  # the flow's start wins where it passes the checks with a lower residual
+            start, A0 = flow_start(self.flow(s, t), self.xy[idx, s], p.patch.radius)
+            fx, fA, fr, fok = self._chain_try(patches, prev, start, A0, s, t)
+            use = fok & (~ok | (fr < rc))
+            chained, Ac, rc, ok = (torch.where(use[:, None], fx, chained), torch.where(use[:, None, None], fA, Ac),
+                                   torch.where(use, fr, rc), ok | fok)
         rows = torch.from_numpy(idx)
         anchored, Aa, ra = align(self.pyr, t, self.anchors.take(rows), chained, self.A[rows], p.patch, p.anchor_iters)
         # a point that no longer looks like its anchor anywhere near is occluded, even when
@@ -195,6 +196,17 @@ class _Pass:
         self.fails[idx[ok_np & ~agree_np]] += 1
         xy = torch.where(agree[:, None], anchored, chained).numpy()
         return ok_np, xy, np.where(agree_np, self._confidence(ra), p.chain_confidence).astype(np.float32)
+
+    def _chain_try(self, patches: Patches, prev: Tensor, start: Tensor, A0: Tensor, s: int, t: int
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Align frame-``s`` ``patches`` at ``prev`` [N, 2] to frame ``t`` from ``start`` / ``A0``
+        and check back -> (xy [N, 2], A [N, 2, 2], residual [N], forward-backward ok [N])."""
+        p = self.p
+        chained, Ac, rc = align(self.pyr, t, patches, start, A0, p.patch, p.chain_iters)
+        back = extract(self.pyr, t, chained, p.patch, Ac)
+        returned, _, _ = align(self.pyr, s, back, prev, _eye(len(prev)), p.patch, p.check_iters)
+        ok = ((returned - prev).norm(dim=-1) < p.fb_chain) & (rc < p.max_chain_residual)
+        return chained, Ac, rc, ok
 
     def _carry(self, active: np.ndarray, lost: np.ndarray, pos: np.ndarray, ok: np.ndarray, s: int
                ) -> tuple[np.ndarray, np.ndarray]:
