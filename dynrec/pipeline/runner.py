@@ -35,6 +35,7 @@ from dynrec.errors import ArtifactError, DynrecError, StageFailed
 from dynrec.pipeline import memory
 from dynrec.pipeline.config import Config
 from dynrec.pipeline.hashing import hash_json, hash_path
+from dynrec.pipeline.lock import work_lock
 from dynrec.pipeline.workdir import WorkDir
 from dynrec.stages.base import StageContext, StageSpec
 
@@ -93,6 +94,8 @@ class Runner:
         self.console = console or Console(stderr=True)
         self._keys: dict[str, str] = {}
         self._parts: dict[str, dict[str, Any]] = {}
+        #: called with a stage's name just before it executes (``dynrec batch`` shows it)
+        self.before_stage: Callable[[str], None] | None = None
 
     # ----- keys and states -------------------------------------------------------------
     @property
@@ -203,17 +206,22 @@ class Runner:
     # ----- running -------------------------------------------------------------------------
     def run(self, targets: list[str], from_: str | None = None, only: str | None = None,
             force: bool = False) -> list[str]:
-        """Bring ``targets`` up to date; returns the stages that actually ran."""
+        """Bring ``targets`` up to date under the work dir's lock (:mod:`dynrec.pipeline.lock`);
+        returns the stages that actually ran."""
         plan, forced = self.plan(targets, from_, only, force)
         ran = []
-        for name in plan:
-            state = self.state(name)
-            if state.state == "done" and name not in forced:
-                self.console.print(f"[green]✓[/] {name} [dim](done, key {state.key})[/]")
-                continue
-            self._require_upstream(name)
-            self._execute(name)
-            ran.append(name)
+        with work_lock(self.work.root, " ".join(targets)) as lock:
+            for name in plan:
+                state = self.state(name)
+                if state.state == "done" and name not in forced:
+                    self.console.print(f"[green]✓[/] {name} [dim](done, key {state.key})[/]")
+                    continue
+                self._require_upstream(name)
+                lock.set_stage(name)
+                if self.before_stage is not None:
+                    self.before_stage(name)
+                self._execute(name)
+                ran.append(name)
         return ran
 
     def _require_upstream(self, name: str) -> None:

@@ -41,6 +41,17 @@ def open_runner(
     if gt is not None and not (gt / "scene.json").is_file():
         raise DynrecError(f"--gt {gt} is not a ground-truth scene (no scene.json); make one with `dynrec synth`")
     workdir = WorkDir.open(work, create=create)
+    config = resolve(REGISTRY, saved=workdir.config_file, preset=preset, config_file=config_file,
+                     sets=input_sets(source, gt, offline) + list(sets or []))
+    device = resolve_device(config.run.device)
+    if save and not workdir.config_file.is_file():
+        config.save(workdir.config_file)
+    return Runner(workdir, REGISTRY, config, device=device, console=console)
+
+
+def input_sets(source: Path | None, gt: Path | None, offline: bool) -> list[str]:
+    """The ``--set``s that the input, ``--gt`` and ``--offline`` stand for (applied before the
+    user's own)."""
     pre: list[str] = []
     if source is not None:
         pre.append(f"input.source={source.resolve()}")
@@ -50,12 +61,7 @@ def open_runner(
         pre += [f"{s}.backend=offline" for s in GT_STAGES]
     elif gt is not None:
         pre += [f"{s}.backend=gt" for s in GT_STAGES]
-    config = resolve(REGISTRY, saved=workdir.config_file, preset=preset, config_file=config_file,
-                     sets=pre + list(sets or []))
-    device = resolve_device(config.run.device)
-    if save and not workdir.config_file.is_file():
-        config.save(workdir.config_file)
-    return Runner(workdir, REGISTRY, config, device=device, console=console)
+    return pre
 
 
 def commit_config(runner: Runner) -> None:
