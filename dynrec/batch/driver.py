@@ -132,6 +132,7 @@ def run_batch(jobs: list[Job], runs: Path, opts: BatchOptions, engine: Engine, c
               {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items() if k != "hook"})
     videos = [_Video(job) for job in jobs]
     pending: dict[Any, _Video] = {}
+    last: dict[str, GroupResult] = {}
 
     def submit(v: _Video, group: str) -> None:
         v.group, v.state, v.stage, v.since = group, "queued", "", time.time()
@@ -145,6 +146,7 @@ def run_batch(jobs: list[Job], runs: Path, opts: BatchOptions, engine: Engine, c
                 for handle, result in engine.wait(list(pending), timeout=poll_s):
                     v = pending.pop(handle)
                     _finished(v, result, progress)
+                    last[v.job.name] = dataclasses.replace(result, video=v.job.name, group=v.group)
                     if v.state == "done" and v.group != groups[-1]:
                         submit(v, groups[groups.index(v.group) + 1])
                     elif v.state == "failed" and result.video == "":
@@ -155,6 +157,10 @@ def run_batch(jobs: list[Job], runs: Path, opts: BatchOptions, engine: Engine, c
     finally:
         engine.close()
         rows, _ = gather(runs)
+        for row in rows:  # a failure the work dir could not record (it was locked by another run)
+            res = last.get(row["video"])
+            if res is not None and res.status == "failed" and row["status"] != "failed":
+                row.update(status="failed", group=res.group, error=res.error)
         write_summary(runs, rows)
     print_summary(console, runs, rows)
     return rows

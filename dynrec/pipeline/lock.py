@@ -86,13 +86,17 @@ def _proc_start(pid: int) -> int | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs on this host (a zombie, dead but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def stale_reason(owner: LockOwner, now: float | None = None, stale_after: float = STALE_AFTER_S) -> str | None:
