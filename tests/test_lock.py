@@ -14,7 +14,15 @@ from dataclasses import asdict
 
 import pytest
 
-from dynrec.pipeline.lock import LockOwner, WorkDirBusy, acquire, lock_path, read_owner, release, work_lock
+from dynrec.pipeline.lock import (
+    LockOwner,
+    WorkDirBusy,
+    acquire,
+    lock_path,
+    read_owner,
+    release,
+    work_lock,
+)
 
 
 def _plant(root, host: str, pid: int, heartbeat_age: float = 0.0) -> LockOwner:
