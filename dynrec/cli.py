@@ -323,7 +323,7 @@ def batch(
     until: Annotated[str, typer.Option("--until", help="preprocess | reconstruct | evaluate.")] = "evaluate",
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster: ray://HOST:PORT, HOST:PORT or auto (default: a local Ray instance).")] = None,
     cpus_per_task: Annotated[float, typer.Option("--cpus-per-task", help="CPUs each task asks Ray for.")] = 1.0,
-    gpus_per_task: Annotated[float | None, typer.Option("--gpus-per-task", help="GPUs each reconstruct / learned-preprocess task asks for (default: 1 if the cluster has GPUs).")] = None,
+    gpus_per_task: Annotated[float | None, typer.Option("--gpus-per-task", help="GPUs each reconstruct, evaluate and learned-preprocess task asks for (default: 1 if the cluster has GPUs).")] = None,
     retries: Annotated[int, typer.Option("--retries", help="Retries of a task whose worker died.")] = 3,
     scene_gt: Annotated[bool, typer.Option("--scene-gt", help="Synth scene inputs (folders with scene.json) get --gt SCENE.")] = False,
     offline: Annotated[bool, typer.Option("--offline", help="Offline preprocessing backends, as for preprocess.")] = False,

@@ -108,7 +108,7 @@ def test_manifest_errors_give_the_line(tmp_path, line, message):
 
 def test_gpu_wanted_by_group(tmp_path):
     job = Job("a", _touch(tmp_path / "a.mp4"), tmp_path / "runs" / "a")
-    assert needs_gpu(job, BatchOptions()) == {"preprocess": True, "reconstruct": True, "evaluate": False}
+    assert needs_gpu(job, BatchOptions()) == {"preprocess": True, "reconstruct": True, "evaluate": True}
     assert needs_gpu(job, BatchOptions(offline=True))["preprocess"] is False
     assert not any(needs_gpu(job, BatchOptions(sets=["run.device=cpu"])).values())
     with pytest.raises(DynrecError, match=r"list.txt:4: --set frames: unknown setting 'bogus'"):

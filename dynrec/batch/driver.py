@@ -36,9 +36,11 @@ LIVE_ROWS = 25
 
 
 def needs_gpu(job: Job, opts: BatchOptions) -> dict[str, bool]:
-    """Which stage groups of ``job`` want a GPU: reconstruct, and preprocess when a stage uses
-    a learned backend; none when the config says ``run.device = cpu``. Resolving the config
-    here also reports a bad ``--set`` (of the batch or of a manifest line) before anything runs."""
+    """Which stage groups of ``job`` want a GPU: reconstruct and evaluate, and preprocess when a
+    stage uses a learned backend; none when the config says ``run.device = cpu``. Evaluate runs
+    on the reconstruction's device: the recon key depends on its device's schedule, so on
+    another device evaluate would find the reconstruction stale. Resolving the config here also
+    reports a bad ``--set`` (of the batch or of a manifest line) before anything runs."""
     saved = job.work / "dynrec.toml"
     try:
         config = resolve(REGISTRY, saved=saved if saved.is_file() else None, preset=opts.preset,
@@ -49,7 +51,7 @@ def needs_gpu(job: Job, opts: BatchOptions) -> dict[str, bool]:
     if config.run.device == "cpu":
         return dict.fromkeys(GROUPS, False)
     learned = any(getattr(config.stages[s], "backend", "") == "learned" for s in GT_STAGES)
-    return {"preprocess": learned, "reconstruct": True, "evaluate": False}
+    return {"preprocess": learned, "reconstruct": True, "evaluate": True}
 
 
 @dataclass

@@ -4,7 +4,7 @@ in-process one (no Ray; one task at a time, used by tests and for debugging).
 An engine takes tasks (a stage group of one video, :func:`dynrec.batch.tasks.run_group`) and
 hands back their :class:`GroupResult` as they finish. With Ray, each task declares its
 resources: ``num_cpus`` (``--cpus-per-task``) and, for the groups that use a GPU
-(reconstruct, and preprocessing with learned backends), ``num_gpus`` (``--gpus-per-task``;
+(reconstruct and evaluate, and preprocessing with learned backends), ``num_gpus`` (``--gpus-per-task``;
 by default 1 when the cluster has GPUs, else 0). A task whose worker dies is retried by Ray
 (``max_retries``, ``--retries``); errors inside a stage are not retried (the task returns
 them).
