@@ -346,7 +346,8 @@ def batch(
                                       ("run.device", device)) if v is not None]
     sets += [f"run.weights_dir={weights_dir.expanduser().resolve()}"] if weights_dir else []
     opts = BatchOptions(until=until, preset=preset, config_file=config, sets=sets + list(set_ or []),
-                        offline=offline, metrics=metrics, video=video, weights_dir=weights_dir)
+                        offline=offline, metrics=metrics, video=video, weights_dir=weights_dir,
+                        threads=max(1, int(cpus_per_task)))
     run(inputs, out, opts, EngineOptions(address, cpus_per_task, gpus_per_task, retries), scene_gt, console)
 
 

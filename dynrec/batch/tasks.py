@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 
 from dynrec.artifacts.base import save_json
@@ -44,6 +45,7 @@ class BatchOptions:
     (``preset``, ``config_file``, ``sets`` with the shortcuts already turned into
     ``--set``s, ``offline``), evaluation options, and ``lock_wait``: how long a task waits
     for a work dir locked by another live process (then it fails with the owner's name).
+    ``threads``: torch's thread count in the task (``--cpus-per-task``; None leaves it).
     ``hook(work, stage)`` is called before each stage executes (tests use it to kill a worker)."""
 
     until: str = "evaluate"
@@ -55,6 +57,7 @@ class BatchOptions:
     video: bool = True
     weights_dir: Path | None = None
     lock_wait: float = STALE_AFTER_S + HEARTBEAT_S
+    threads: int | None = None
     hook: Callable[[Path, str], None] | None = None
 
     @property
@@ -94,6 +97,8 @@ def run_group(job: Job, group: str, opts: BatchOptions) -> GroupResult:
     """Run stage group ``group`` of ``job`` (see the module docstring)."""
     started = time.time()
     result = GroupResult(job.name, group, host=socket.gethostname(), pid=os.getpid())
+    if opts.threads is not None:  # a reused worker keeps the thread count of its first task
+        torch.set_num_threads(opts.threads)
     try:
         with work_lock(job.work, f"batch {group}", wait=opts.lock_wait) as lock:
             log = job.work / ".dynrec" / "logs" / f"batch-{group}.log"
