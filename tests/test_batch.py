@@ -191,3 +191,19 @@ def test_errors_before_anything_runs(tmp_path, cli, monkeypatch, scene):
     r = cli("batch", video, "-o", runs)
     assert r.code == 1 and "pip install 'dynrec[batch]'" in " ".join(r.err.split())
     assert not runs.exists()
+
+
+def test_live_table_on_a_terminal(tmp_path):
+    """On a terminal the progress is a live table (no per-change lines); its last frame shows
+    each video's group, state and elapsed time."""
+    import io
+
+    runs = tmp_path / "runs"
+    jobs = discover([_touch(tmp_path / "bad.mp4"), _touch(tmp_path / "worse.mp4")], runs)
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120, color_system=None)
+    rows = run_batch(jobs, runs, BatchOptions(until="preprocess", preset="tiny"), SerialEngine(), console)
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    text = out.getvalue()
+    assert "bad: preprocess failed" not in text  # the plain lines are for logs only
+    assert "│ bad   │ preprocess │       │ failed │" in text and "2 failed" in text

@@ -33,6 +33,8 @@ from dynrec.pipeline.session import input_sets
 
 #: Rows of the live table when there are more videos (the running ones first).
 LIVE_ROWS = 25
+#: Locks read per refresh (in turn), to learn which queued tasks run and their stage.
+POLL_LOCKS = 64
 
 
 def needs_gpu(job: Job, opts: BatchOptions) -> dict[str, bool]:
@@ -135,6 +137,7 @@ def run_batch(jobs: list[Job], runs: Path, opts: BatchOptions, engine: Engine, c
     videos = [_Video(job) for job in jobs]
     pending: dict[Any, _Video] = {}
     last: dict[str, GroupResult] = {}
+    turn = 0
 
     def submit(v: _Video, group: str) -> None:
         v.group, v.state, v.stage, v.since = group, "queued", "", time.time()
@@ -153,8 +156,10 @@ def run_batch(jobs: list[Job], runs: Path, opts: BatchOptions, engine: Engine, c
                         submit(v, groups[groups.index(v.group) + 1])
                     elif v.state == "failed" and result.video == "":
                         _record_lost(v, result)
-                for v in pending.values():
-                    _poll_running(v, progress)
+                waiting = list(pending.values())
+                for i in range(min(POLL_LOCKS, len(waiting))):
+                    _poll_running(waiting[(turn + i) % len(waiting)], progress)
+                turn += POLL_LOCKS
                 progress.refresh()
     finally:
         engine.close()

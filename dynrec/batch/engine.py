@@ -133,7 +133,9 @@ class RayEngine:
         except self.ray.exceptions.RayError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             crashed = isinstance(exc, self.ray.exceptions.WorkerCrashedError | self.ray.exceptions.NodeDiedError)
-            why = f"worker died ({self.retries + 1} tries)" if crashed else f"{type(exc).__name__}: {first}"
+            tries = self.retries + 1
+            why = (f"worker died (tried {tries} time{'s' if tries > 1 else ''})" if crashed
+                   else f"{type(exc).__name__}: {first}")
             return GroupResult("", "", error=f"{why}; finished stages are kept, rerun to continue")
 
     def close(self) -> None:
