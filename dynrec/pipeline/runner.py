@@ -210,7 +210,8 @@ class Runner:
         returns the stages that actually ran."""
         plan, forced = self.plan(targets, from_, only, force)
         ran = []
-        with work_lock(self.work.root, " ".join(targets)) as lock:
+        what = f"a run of {targets[0]}" + (f"..{targets[-1]}" if len(targets) > 1 else "")
+        with work_lock(self.work.root, what) as lock:
             for name in plan:
                 state = self.state(name)
                 if state.state == "done" and name not in forced:
