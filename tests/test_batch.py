@@ -187,6 +187,8 @@ def test_errors_before_anything_runs(tmp_path, cli, monkeypatch, scene):
     assert r.code == 1 and "--until must be one of preprocess, reconstruct, evaluate" in r.err
     r = cli("batch", video, "-o", runs, "--address", "127.0.0.1:9")
     assert r.code == 1 and "cannot reach the Ray cluster at 127.0.0.1:9" in " ".join(r.err.split())
+    r = cli("batch-status", runs)
+    assert r.code == 1 and "holds no batch (batch.json missing)" in " ".join(r.err.split())
     monkeypatch.setitem(sys.modules, "ray", None)
     r = cli("batch", video, "-o", runs)
     assert r.code == 1 and "pip install 'dynrec[batch]'" in " ".join(r.err.split())

@@ -58,6 +58,15 @@ def test_failing_video_and_rerun(local_ray, cli, scene, tmp_path):
     assert read_record(runs / "a")["groups"]["preprocess"]["ran"] == read_record(runs / "b")["groups"]["preprocess"]["ran"] == []
 
 
+def test_resources_beyond_the_cluster_are_refused(local_ray, cli, scene, tmp_path):
+    runs = tmp_path / "runs"
+    r = cli("batch", scene / "video.mp4", "-o", runs, "--cpus-per-task", "3")
+    assert r.code == 1 and "--cpus-per-task 3: the Ray cluster has 2 CPUs" in r.err
+    r = cli("batch", scene / "video.mp4", "-o", runs, "--gpus-per-task", "1")
+    assert r.code == 1 and "--gpus-per-task 1: the Ray cluster has 0 GPUs" in r.err
+    assert not runs.exists() and ray.is_initialized()
+
+
 def kill_once(work: Path, stage: str) -> None:
     """Kill this worker the first time it is about to run ``tracks``."""
     marker = work.parent / f"killed-{work.name}"
