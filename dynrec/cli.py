@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,20 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from dynrec import __version__
+
+        console.print(f"dynrec {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False) -> None:
+    """One casual monocular video to a dynamic 3D Gaussian scene, with honest metrics."""
 
 WorkArg = Annotated[Path, typer.Argument(help="Work directory (default: the current one).")]
 PresetOpt = Annotated[str | None, typer.Option("--preset", help="Config preset: default | tiny.")]
@@ -58,8 +73,10 @@ def preprocess(
     sets += [f"run.weights_dir={weights_dir.expanduser().resolve()}"] if weights_dir else []
     sets += [f"masks.prompt={prompt}"] if prompt is not None else []
     sets += [f"masks.prompt_box={prompt_box}"] if prompt_box is not None else []
+    if video is None and not (out / "dynrec.toml").is_file():  # before anything is created
+        raise DynrecError(f"no input video: give one, e.g. `dynrec preprocess video.mp4 -o {out}`")
     runner = open_runner(out, create=True, source=video, gt=gt, preset=preset, config_file=config,
-                         sets=sets + list(set_ or []), console=err, offline=offline)
+                         sets=sets + list(set_ or []), console=err, offline=offline, scope=PREPROCESS)
     if runner.source is None:
         raise DynrecError(f"no input video: give one, e.g. `dynrec preprocess video.mp4 -o {out}`")
     try:
@@ -120,7 +137,7 @@ def reconstruct(
     sets = [f"recon.{k}={v}" for k, v in (("steps", steps), ("motion", motion)) if v is not None]
     sets += [f"run.device={device}"] if device else []
     runner = open_runner(work, create=False, preset=preset, config_file=config,
-                         sets=sets + list(set_ or []), console=err)
+                         sets=sets + list(set_ or []), console=err, scope=RECONSTRUCT)
     runner.run(RECONSTRUCT, only=RECONSTRUCT[0], force=force)
     commit_config(runner)
     _print_status(runner)
@@ -134,6 +151,7 @@ def evaluate(
     prompt: Annotated[str | None, typer.Option("--prompt", help="Text describing the video, for clip_t.")] = None,
     video: Annotated[bool, typer.Option("--video/--no-video", help="Write eval/side_by_side.mp4.")] = True,
     protocol: Annotated[str | None, typer.Option("--protocol", help="A benchmark's metric set, masks and alignment: dycheck | som | pose | nvidia.")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Never download missing metric weights.")] = False,
 ) -> None:
     """Metrics table, eval/metrics.json, per-frame plots and a side-by-side video.
 
@@ -146,6 +164,7 @@ def evaluate(
         task = bar.add_task("evaluate", total=None)
         report = run_evaluation(
             work, metrics=metrics, weights_dir=weights_dir, prompt=prompt, video=video, console=err, protocol=protocol,
+            offline=offline,
             progress=lambda name, done, total: bar.update(task, description=f"evaluate: {name}",
                                                           completed=done, total=total))
     print_report(console, report)
@@ -271,7 +290,7 @@ def status(work: WorkArg = Path(".")) -> None:
 
     if (work / "batch.json").is_file() and not (work / ".dynrec").is_dir():
         return batch_status(work)
-    _print_status(open_runner(work, create=False, save=False, console=err))
+    _print_status(open_runner(work, create=False, save=False, console=err, check=False))
 
 
 @app.command()
@@ -359,20 +378,41 @@ def batch_status(runs: Annotated[Path, typer.Argument(help="The -o folder of `dy
     show(runs, console)
 
 
+def _add_groups() -> None:
+    from dynrec.cli_config import app as config_app
+    from dynrec.cli_weights import app as weights_app
+
+    app.add_typer(weights_app, name="weights")
+    app.add_typer(config_app, name="config")
+
+
+_add_groups()
+#: OSErrors a user's environment causes (read-only, permissions, full disk): one line, no traceback.
+USER_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 STATE_STYLE = {"done": "green", "stale": "yellow", "failed": "red", "missing": "dim"}
 
 
 def _print_status(runner) -> None:
+    """One line per stage; a detail longer than a cell is printed in full below the table."""
     table = Table(title=f"dynrec status: {escape(str(runner.work.root))}")
-    for col in ("stage", "state", "key", "duration", "size", "detail"):
-        table.add_column(col, overflow="fold")
+    for col, width in (("stage", 9), ("state", 7), ("key", 8), ("time", 6), ("size", 9)):
+        table.add_column(col, no_wrap=True, min_width=width)
+    table.add_column("detail", no_wrap=True, overflow="ellipsis")
+    room = max(16, console.width - 60)  # what is left of the line for the detail
+    notes = []
     for st in runner.states():
+        detail = st.detail
+        if len(detail) > room or "\n" in detail:
+            notes.append(f"[bold]{st.name}[/]: {escape(detail)}")
+            detail = f"{detail.splitlines()[0][:room - 10]}… (below)"
         table.add_row(
-            st.name, f"[{STATE_STYLE[st.state]}]{st.state}[/]", st.key,
+            st.name, f"[{STATE_STYLE[st.state]}]{st.state}[/]", st.key[:8],
             "" if st.duration_s is None else f"{st.duration_s:.1f}s",
-            "" if st.size_bytes is None else _human(st.size_bytes), escape(st.detail),
+            "" if st.size_bytes is None else _human(st.size_bytes), escape(detail),
         )
     console.print(table)
+    for note in notes:
+        console.print(note, highlight=False, soft_wrap=True)
 
 
 def _human(n: float) -> str:
@@ -390,6 +430,12 @@ def main(argv: list[str] | None = None) -> None:
     except DynrecError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in USER_ERRNOS:
+            raise
+        err.print(f"[bold red]error:[/] {escape(exc.strerror or str(exc))}: {escape(str(exc.filename or ''))}; "
+                  "finished stages and the saved config are kept")
+        sys.exit(1)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: finished stages are kept; run the same command to resume")
         sys.exit(130)

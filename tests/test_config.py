@@ -45,7 +45,7 @@ def test_saved_config_is_the_base_and_files_override(tmp_path):
     extra = tmp_path / "extra.toml"
     extra.write_text("[b]\noffset = 4.0\n")
     c = resolve(SPECS, saved=saved, config_file=extra)
-    assert c.stages["b"].offset == 4.0 and c.stages["a"].scale == 1.0  # a file replaces the saved base
+    assert c.stages["b"].offset == 4.0 and c.stages["a"].scale == 3.0  # a file overrides the saved base
     extra.write_text("[b\n")
     with pytest.raises(DynrecError, match="not valid TOML"):
         resolve(SPECS, config_file=extra)

@@ -37,12 +37,16 @@ def test_image_folder(tmp_path):
 
 def test_preprocess_frames_then_status(cli, video, tmp_path):
     work = tmp_path / "work"
-    r = cli("preprocess", video, "-o", work, "--max-frames", 5)
-    assert r.code != 0 and "Depth-Anything-V2-Small-hf' not found" in r.err and "--offline" in r.err  # no weights
-    assert Frames.load(work / "frames").shape == (5, 48, 64)
+    r = cli("preprocess", video, "-o", work, "--max-frames", 5)  # the learned backends' weights are missing:
+    assert r.code != 0 and "depth-anything-v2-small" in r.err and "--offline" in r.err  # named before any stage
+    assert not (work / "frames").exists() and (work / "dynrec.toml").is_file()  # the input is remembered
+    r = cli("preprocess", "-o", work, "--only", "frames")
+    assert r.code == 0 and Frames.load(work / "frames").shape == (5, 48, 64)
+    r = cli("preprocess", "-o", work, "--only", "depth", "--set", "depth.batch=0")  # refused before running
+    assert r.code != 0 and "depth.batch must be >= 1, got 0" in r.err
     r = cli("status", work)
-    assert r.code == 0 and "frames" in r.out and "done" in r.out and "failed" in r.out
-    r = cli("preprocess", "-o", work)  # resumes with the recorded input and settings
+    assert r.code == 0 and "frames" in r.out and "done" in r.out and "missing" in r.out
+    r = cli("preprocess", "-o", work, "--offline")  # resumes with the recorded input and settings
     assert "frames (done" in r.err
 
 

@@ -490,4 +490,5 @@ def test_learned_stage_without_weights_names_the_model(scene: Path, tmp_path: Pa
             "--set", "depth.backend=learned", "--weights-dir", tmp_path / "empty")
     assert r.code == 1
     assert DEPTH_ID in r.err and "--offline" in r.err and "Traceback" not in r.err
-    assert (tmp_path / "w" / "frames" / "manifest.json").is_file()  # earlier stages kept
+    assert str(tmp_path / "empty" / DEPTH_ID) in r.err  # where it was looked for
+    assert not (tmp_path / "w" / "frames").exists()  # checked before any stage ran

@@ -198,8 +198,11 @@ def test_progress_is_printed_as_plain_lines_when_the_console_is_no_terminal(tmp_
     for step, now in ((0, 0.0), (10, 10.0), (40, 40.0), (50, 50.0), (100, 100.0)):
         t[0] = now
         plain.update(f"loss {5 - step / 100:.2f}", step, 100)  # numbers in the text: still one phase
+    t[0] = 120.0
+    plain.update("setup: building", 1, 3)  # a new phase's first line: no rate yet, so no time left
     assert buffer.getvalue().splitlines() == [
         "  recon: loss 5.00 0/100 (0%), 0 s",
         "  recon: loss 4.60 40/100 (40%), 40 s, about 60 s left",
         "  recon: loss 4.00 100/100 (100%), 100 s",
+        "  recon: setup: building 1/3 (33%), 0 s",
     ]

@@ -86,11 +86,13 @@ class GroupResult:
     not_computed: list[str] = field(default_factory=list)
 
 
-def open_job(job: Job, opts: BatchOptions, console: Console) -> Runner:
-    """The job's runner with the batch's flags, as ``dynrec preprocess VIDEO -o WORK`` opens it."""
+def open_job(job: Job, group: str, opts: BatchOptions, console: Console) -> Runner:
+    """The job's runner with the batch's flags, as ``dynrec preprocess VIDEO -o WORK`` (and
+    ``reconstruct``) open it: a preset applies to the group's own stages once the work dir has
+    a saved config (evaluate: to none)."""
     return open_runner(job.work, create=True, source=job.source, gt=job.gt, preset=opts.preset,
                        config_file=opts.config_file, sets=opts.sets + job.sets, console=console,
-                       offline=opts.offline)
+                       offline=opts.offline, scope=GROUPS[group] if group != "evaluate" else ())
 
 
 def run_group(job: Job, group: str, opts: BatchOptions) -> GroupResult:
@@ -133,7 +135,7 @@ def _finish(result: GroupResult, started: float) -> None:
 
 def _run(job: Job, group: str, opts: BatchOptions, console: Console, show: Callable[[str], None],
          result: GroupResult) -> None:
-    runner = open_job(job, opts, console)
+    runner = open_job(job, group, opts, console)
     result.device = runner.device
 
     def before(stage: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 
 from dynrec import metrics as M
 from dynrec.artifacts import Cameras, Keypoints, Tracks
@@ -25,6 +26,7 @@ from dynrec.metrics.base import MetricNotComputable
 from dynrec.metrics.frechet import FVD_CLIP_LEN
 from dynrec.metrics.transfer import apck_transfer, epe_transfer, keypoint_queries, pck_transfer
 from dynrec.model.tracking import query_trajectories
+from dynrec.weights import BY_NAME, METRIC_WEIGHTS, WeightsNotFound, ensure
 
 HELDOUT_NEEDS = frozenset({"gt_heldout", "covis_masks"})
 GT_NEEDS = frozenset({"gt_heldout", "covis_masks", "gt_cameras", "gt_tracks_2d", "gt_tracks_3d", "gt_keypoints",
@@ -66,11 +68,13 @@ class MetricResult:
 class Models:
     """Metric networks, loaded once on first use from ``weights_dir`` / ``$DYNREC_WEIGHTS``.
 
-    A missing file raises :class:`Unavailable` with ``weights missing: <file, folders>``.
+    With ``fetch``, missing weights are downloaded first (:func:`dynrec.weights.ensure`); a
+    file still missing raises :class:`Unavailable` with ``weights missing: <file, folders>``.
     """
 
-    def __init__(self, weights_dir: Path | None, device: str = "cpu"):
-        self.weights_dir, self.device = weights_dir, device
+    def __init__(self, weights_dir: Path | None, device: str = "cpu", fetch: bool = False,
+                 console: Console | None = None):
+        self.weights_dir, self.device, self.fetch, self.console = weights_dir, device, fetch, console
         self._cache: dict[str, Any] = {}
 
     def get(self, kind: str) -> Any:
@@ -82,10 +86,15 @@ class Models:
         }
         if kind not in self._cache:
             try:
+                if self.fetch:
+                    ensure([BY_NAME[n] for n in METRIC_WEIGHTS[f"weights:{kind}"]], self.weights_dir, self.console)
                 self._cache[kind] = loaders[kind]()
+            except WeightsNotFound as exc:
+                self._cache[kind] = Unavailable("weights could not be downloaded: " + "; ".join(exc.failures.values()))
             except M.WeightsMissing as exc:
                 self._cache[kind] = Unavailable(
-                    f"weights missing: {exc.reason}; give the folder with --weights-dir or $DYNREC_WEIGHTS")
+                    f"weights missing: {exc.reason}; `dynrec weights fetch {' '.join(METRIC_WEIGHTS[f'weights:{kind}'])}` "
+                    "downloads them (or give their folder with --weights-dir)")
             except MetricNotComputable as exc:
                 self._cache[kind] = Unavailable(exc.reason)
         value = self._cache[kind]
@@ -197,6 +206,10 @@ def _fvd(name: str, inp: EvalInputs, models: Models) -> MetricResult:
 
 
 # ----- camera trajectory ---------------------------------------------------------------------
+#: The note of trajectory errors whose cameras are the ground truth (errors are round-off).
+GT_CAMERAS_NOTE = ", copied from the ground truth by the cameras stage (0 by construction)"
+
+
 def trajectory(inp: EvalInputs) -> tuple[M.TrajectoryErrors, str]:
     """ATE / RPE of the evaluated cameras against the ground truth (cached), and a note."""
     def load() -> tuple[M.TrajectoryErrors, str]:
@@ -208,7 +221,7 @@ def trajectory(inp: EvalInputs) -> tuple[M.TrajectoryErrors, str]:
             raise Unavailable(exc.reason) from exc
         note = f"cameras: WORK/{where}"
         if pred.method == "gt":
-            note += ", copied from the ground truth by the cameras stage (0 by construction)"
+            note += GT_CAMERAS_NOTE
         return errors, note
     return inp.memo("trajectory", load)
 

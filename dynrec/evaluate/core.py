@@ -29,6 +29,7 @@ from dynrec.metrics import METRICS
 from dynrec.pipeline.hashing import hash_json
 from dynrec.pipeline.lock import acquire, release
 from dynrec.pipeline.session import open_runner
+from dynrec.weights import network_allowed
 
 EVAL = "eval"
 VIDEO_FILE = "side_by_side.mp4"
@@ -85,7 +86,8 @@ def _no_progress(description: str, done: int, total: int) -> None:
 
 def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = None,
              prompt: str | None = None, video: bool = True, console: Console | None = None,
-             progress: ProgressFn = _no_progress, protocol: str | None = None) -> EvalReport:
+             progress: ProgressFn = _no_progress, protocol: str | None = None, offline: bool = False
+             ) -> EvalReport:
     """Evaluate the work dir ``work`` and write ``work/eval/``.
 
     Args:
@@ -97,6 +99,8 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
         video: write the side-by-side MP4.
         protocol: a benchmark protocol (:mod:`dynrec.evaluate.protocols`) choosing the metrics;
             not together with ``metrics``.
+        offline: never download metric weights (also when ``DYNREC_OFFLINE`` /
+            ``HF_HUB_OFFLINE`` is set); otherwise missing ones are fetched on first use.
 
     Raises:
         DynrecError: unknown metric, no work dir / no frames, or artifacts that disagree
@@ -106,7 +110,7 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
         raise DynrecError("--protocol chooses the metrics itself; give --protocol or --metrics, not both")
     chosen = get_protocol(protocol) if protocol is not None else None
     requested = list(chosen.metrics) if chosen else parse_metrics(metrics)
-    runner = open_runner(work, create=False, save=False, console=console)
+    runner = open_runner(work, create=False, save=False, console=console, writable=True)
     inp = EvalInputs(runner, prompt)
     inp.frames()  # nothing can be evaluated without frames: fail early with the reason
     skipped: dict[str, str] = {}
@@ -118,7 +122,7 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
                 skipped[name] = reason
             else:
                 requested.append(name)
-    models = Models(weights_dir, runner.device)
+    models = Models(weights_dir, runner.device, fetch=not offline and network_allowed(), console=console)
     results = []
     for i, name in enumerate(requested):
         progress(name, i, len(requested))

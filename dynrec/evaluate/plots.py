@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from dynrec.evaluate.compute import MetricResult
+from dynrec.evaluate.compute import GT_CAMERAS_NOTE, MetricResult
 from dynrec.evaluate.report import format_value
 
 
@@ -42,8 +42,10 @@ def _ylabel(r: MetricResult) -> str:
 
 
 def trajectory_plot(results: dict[str, MetricResult], x: np.ndarray, path: Path) -> bool:
-    """ATE / RPE-trans / RPE-rot per frame; False (nothing written) when none was computed."""
-    rows = [results[m] for m in ("ate", "rpe_trans", "rpe_rot") if m in results and results[m].computed]
+    """ATE / RPE-trans / RPE-rot per frame; False (nothing written) when none was computed or
+    the cameras are the ground truth (the errors are then float round-off: nothing to see)."""
+    rows = [results[m] for m in ("ate", "rpe_trans", "rpe_rot")
+            if m in results and results[m].computed and GT_CAMERAS_NOTE not in results[m].note]
     if not rows:
         return False
     fig, axes = _figure(len(rows))

@@ -14,11 +14,47 @@ coordinates are passed through unchanged. ``cam_from_world`` is our ``w2c``.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+_LOG_DIR: list[Path] = []  # the innermost :func:`logs_in` folder
+
+
+@contextmanager
+def logs_in(folder: Path | None) -> Iterator[None]:
+    """COLMAP's own log lines (glog: warnings and errors such as "Failed to create any sparse
+    model") go to ``folder/colmap.<time>.<pid>`` instead of the terminal while inside."""
+    if folder is None:
+        yield
+        return
+    _LOG_DIR.append(Path(folder))
+    try:
+        yield
+    finally:
+        _LOG_DIR.pop()
+
+
+@contextmanager
+def _glog(pycolmap: Any) -> Iterator[None]:
+    log = pycolmap.logging
+    saved = (log.minloglevel, log.stderrthreshold, log.alsologtostderr, log.logtostderr)
+    log.minloglevel = 2  # errors only: COLMAP logs every step at INFO
+    if _LOG_DIR:
+        _LOG_DIR[-1].mkdir(parents=True, exist_ok=True)
+        log.minloglevel = 1
+        log.stderrthreshold, log.alsologtostderr, log.logtostderr = 3, False, False  # the terminal: fatal only
+        log.set_log_destination(log.INFO, str(_LOG_DIR[-1] / "colmap."))
+    try:
+        yield
+    finally:
+        if _LOG_DIR:
+            log.set_log_destination(log.INFO, "")  # glog: "" stops writing that file
+        log.minloglevel, log.stderrthreshold, log.alsologtostderr, log.logtostderr = saved
 
 
 def available() -> bool:
@@ -73,14 +109,10 @@ def run_colmap(xy: np.ndarray, visible: np.ndarray, width: int, height: int, foc
     """
     import pycolmap
 
-    level = pycolmap.logging.minloglevel
-    pycolmap.logging.minloglevel = 2  # errors only: COLMAP logs every step at INFO
-    try:
+    with _glog(pycolmap):
         return _run(pycolmap, xy, visible, width, height, focal_prior, min_matches=min_matches,
                     init_min_tri_angle=init_min_tri_angle, refine_focal=refine_focal, seed=seed,
                     threads=threads, workdir=workdir, options=options or {})
-    finally:
-        pycolmap.logging.minloglevel = level
 
 
 def mapping_options(pycolmap: Any, threads: int, seed: int) -> Any:

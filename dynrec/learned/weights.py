@@ -4,10 +4,11 @@ A hub id ``org/name`` is resolved, without downloading anything, to the first fo
 holds a ``config.json`` among
 
 1. ``<dir>/org/name``, ``<dir>/org--name``, ``<dir>/name`` for ``dir`` in ``--weights-dir``
-   then ``$DYNREC_WEIGHTS`` (see :func:`dynrec.metrics.weights.search_dirs`),
+   then ``$DYNREC_WEIGHTS`` and ``~/.cache/dynrec/weights`` (:func:`dynrec.weights.search_dirs`),
 2. the Hugging Face hub cache (``snapshot_download(local_files_only=True)``).
 
-A plain file (a torch checkpoint) is looked for as ``<dir>/<file>`` in the same folders and
+Nothing here downloads: the pipeline fetches what the learned stages need before they run
+(:mod:`dynrec.weights`). A plain file (a torch checkpoint) is looked for as ``<dir>/<file>`` in the same folders and
 then in ``$TORCH_HOME/hub/checkpoints``. A miss raises :class:`WeightsMissing`, which names
 the model, every place searched, and what to do (``--weights-dir``, ``DYNREC_WEIGHTS`` or the
 ``--offline`` backends).
@@ -19,11 +20,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dynrec.errors import DynrecError
-from dynrec.metrics.weights import search_dirs, torch_hub_checkpoints
+from dynrec.weights.locate import (
+    candidate_folders,
+    hub_cache_snapshot,
+    search_dirs,
+    torch_hub_checkpoints,
+)
+
+__all__ = ["WeightsMissing", "candidate_folders", "find_file", "hub_cache_snapshot", "load_transformers_model",
+           "resolve_model"]
 
 OFFLINE_HINT = (
     "put the weights in --weights-dir DIR (or DYNREC_WEIGHTS) as DIR/<org>/<name>, "
-    "fetch them once with network access, or use --offline for the offline backends"
+    "fetch them with `dynrec weights fetch NAME` (network), or use --offline for the offline backends"
 )
 
 
@@ -42,32 +51,6 @@ class WeightsMissing(DynrecError):
         if hint:
             msg += f"; {hint}"
         super().__init__(msg)
-
-
-def candidate_folders(model_id: str, weights_dir: Path | str | None) -> list[Path]:
-    """The local folders tried for ``model_id``, in order."""
-    out: list[Path] = []
-    p = Path(model_id).expanduser()
-    if p.is_absolute() or model_id.startswith("."):
-        out.append(p)
-    name = model_id.rsplit("/", 1)[-1]
-    for d in search_dirs(weights_dir):
-        for sub in dict.fromkeys([model_id, model_id.replace("/", "--"), name]):
-            out.append(d / sub)
-    return out
-
-
-def hub_cache_snapshot(model_id: str) -> Path | None:
-    """The cached hub snapshot folder of ``model_id`` (nothing is downloaded), or None."""
-    if "/" not in model_id or Path(model_id).expanduser().is_dir():
-        return None
-    try:
-        from huggingface_hub import snapshot_download
-
-        p = Path(snapshot_download(model_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any cache problem means "not cached"
-        return None
-    return p if (p / "config.json").is_file() else None
 
 
 def resolve_model(

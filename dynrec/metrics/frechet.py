@@ -118,7 +118,7 @@ def _load_torchscript(
     device: torch.device | str,
     hint: str,
 ) -> torch.jit.ScriptModule:
-    path = find_weights(filename, weights_dir, metric, hint=hint)
+    path = find_weights(filename, weights_dir, metric, torch_hub=True, hint=hint)
     try:
         with (
             warnings.catch_warnings()
@@ -141,7 +141,7 @@ def load_inception(
         weights_dir,
         "fid",
         device,
-        "download it from the StyleGAN2-ADA metrics page (inception-2015-12-05.pt)",
+        "StyleGAN2-ADA's FID Inception (inception-2015-12-05.pt)",
     )
 
 
@@ -151,7 +151,7 @@ def load_i3d(
     """The FVD I3D TorchScript ``i3d_torchscript.pt`` (StyleGAN-V) from ``weights_dir`` /
     ``$DYNREC_WEIGHTS``. Raises :class:`~dynrec.metrics.weights.WeightsMissing`."""
     return _load_torchscript(
-        I3D_FILE, weights_dir, "fvd", device, "download StyleGAN-V's i3d_torchscript.pt"
+        I3D_FILE, weights_dir, "fvd", device, "StyleGAN-V's FVD I3D (i3d_torchscript.pt)"
     )
 
 

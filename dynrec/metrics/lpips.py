@@ -23,7 +23,6 @@ too); the heads are the ``lpips`` wheel's ``weights/v0.1/alex.pth`` (install it 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from dynrec.metrics.base import (
     reduce_frames,
 )
 from dynrec.metrics.weights import WeightsMissing, find_weights, search_dirs
+from dynrec.weights import lpips_package_heads
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 LPIPS_HEADS_FILE = "lpips_alex_v0.1.pth"
@@ -137,22 +137,6 @@ class LPIPSModel(nn.Module):
             lin.weight.data.copy_(w)
 
 
-def lpips_package_heads() -> Path | None:
-    """``weights/v0.1/alex.pth`` of an installed ``lpips`` package (found without importing
-    it, since importing lpips imports torchvision), or None."""
-    try:
-        spec = importlib.util.find_spec("lpips")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        p = Path(loc) / "weights" / "v0.1" / "alex.pth"
-        if p.is_file():
-            return p
-    return None
-
-
 def load_lpips(
     weights_dir: Path | str | None = None, device: torch.device | str = "cpu"
 ) -> LPIPSModel:
@@ -170,13 +154,14 @@ def load_lpips(
         weights_dir,
         "lpips",
         torch_hub=True,
-        hint="put torchvision's AlexNet ImageNet weights there",
+        hint="torchvision's AlexNet ImageNet weights",
     )
     pkg = lpips_package_heads()
     heads = find_weights(
         LPIPS_HEADS_FILE,
         weights_dir,
         "lpips",
+        torch_hub=True,
         extra=[pkg] if pkg else [],
         hint="install the heads with `pip install --no-deps lpips` "
         "or copy lpips/weights/v0.1/alex.pth there",

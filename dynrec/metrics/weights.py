@@ -1,10 +1,12 @@
 """Where metric weights are looked up, and the error when they are not there.
 
-Nothing here downloads. A file is looked for, in order, in
+Nothing here downloads (``dynrec evaluate`` fetches missing weights first, see
+:mod:`dynrec.weights`). A file is looked for, in order, in
 
 1. the ``weights_dir`` passed by the caller (``--weights-dir``),
 2. ``$DYNREC_WEIGHTS``,
-3. for torch-style checkpoints, ``$TORCH_HOME/hub/checkpoints`` (``~/.cache/torch`` when
+3. dynrec's download folder (``~/.cache/dynrec/weights``, :func:`dynrec.weights.default_dir`),
+4. for torch-style checkpoints, ``$TORCH_HOME/hub/checkpoints`` (``~/.cache/torch`` when
    ``TORCH_HOME`` is unset), where ``torch.hub`` / torchvision put them,
 
 and missing files raise :class:`WeightsMissing`, which names the file and every folder
@@ -13,11 +15,13 @@ searched.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from dynrec.metrics.base import MetricNotComputable
+from dynrec.weights.locate import search_dirs, torch_hub_checkpoints
+
+__all__ = ["WeightsMissing", "find_weights", "search_dirs", "torch_hub_checkpoints"]
 
 
 class WeightsMissing(MetricNotComputable):
@@ -35,33 +39,6 @@ class WeightsMissing(MetricNotComputable):
         if hint:
             reason += f"; {hint}"
         super().__init__(metric, reason)
-
-
-def torch_hub_checkpoints() -> Path:
-    """``$TORCH_HOME/hub/checkpoints`` (``TORCH_HOME`` defaults to ``$XDG_CACHE_HOME/torch``
-    or ``~/.cache/torch``), where torch.hub / torchvision cache downloaded weights."""
-    torch_home = os.environ.get("TORCH_HOME")
-    if not torch_home:
-        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        torch_home = str(Path(cache) / "torch")
-    return Path(torch_home) / "hub" / "checkpoints"
-
-
-def search_dirs(weights_dir: Path | str | None, torch_hub: bool = False) -> list[Path]:
-    """The folders to search, in order (see the module docstring). Duplicates are removed."""
-    dirs: list[Path] = []
-    if weights_dir is not None:
-        dirs.append(Path(weights_dir))
-    env = os.environ.get("DYNREC_WEIGHTS")
-    if env:
-        dirs.append(Path(env))
-    if torch_hub:
-        dirs.append(torch_hub_checkpoints())
-    unique: list[Path] = []
-    for d in dirs:
-        if d not in unique:
-            unique.append(d)
-    return unique
 
 
 def find_weights(

@@ -1,21 +1,31 @@
 """Resolved configuration: one Params dataclass per stage, plus run and input settings.
 
-Resolution order (later wins):
-1. each stage's Params defaults;
-2. if neither ``--preset`` nor ``--config`` is given and ``WORK/dynrec.toml`` exists: that
-   file (so edits to it, and settings of earlier runs, persist); otherwise the preset
-   (``default`` unless named) and then the ``--config`` file;
-3. ``--set stage.field=value`` overrides.
+Resolution order (later wins), every value remembering where it came from
+(:attr:`Config.sources`, shown by ``dynrec config show``):
 
-The result is written back to ``WORK/dynrec.toml``.
+1. each stage's Params defaults;
+2. ``WORK/dynrec.toml`` when it exists (the settings of earlier runs and the user's edits); a
+   setting this version no longer knows (renamed or removed) is dropped with a warning;
+3. ``--preset NAME``: on a new work dir, on every stage; on an existing one, on the stages of
+   the command only (``preprocess``: the preprocessing stages, ``reconstruct``: recon). Every
+   field any preset sets takes NAME's value or its default, so ``--preset default`` undoes
+   ``--preset tiny``; nothing else changes;
+4. the ``--config`` file, then ``--set stage.field=value`` overrides.
+
+Every value is then checked (types while reading; ranges and choices by each stage's
+``check``) before anything is written; the result is written back to ``WORK/dynrec.toml``
+only once the command has succeeded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import tomllib
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +62,8 @@ class Config:
     stages: dict[str, Any]
     run: RunParams = field(default_factory=RunParams)
     input: InputParams = field(default_factory=InputParams)
+    #: ``"section.field"`` -> where its value came from (absent: the default).
+    sources: dict[str, str] = field(default_factory=dict)
 
     def section(self, name: str) -> Any:
         if name == "run":
@@ -63,14 +75,23 @@ class Config:
         known = ", ".join(["input", "run", *self.stages])
         raise DynrecError(f"unknown config section '{name}'; known: {known}")
 
+    def sections(self) -> list[tuple[str, Any]]:
+        return [("input", self.input), ("run", self.run), *self.stages.items()]
+
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, obj in [("input", self.input), ("run", self.run), *self.stages.items()]:
-            out[name] = {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}
-        return out
+        return {name: {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}
+                for name, obj in self.sections()}
 
     def save(self, path: Path) -> None:
-        path.write_text(tomli_w.dumps(self.to_dict()))
+        """Write ``path`` whole or not at all (a temporary file renamed over it)."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(tomli_w.dumps(self.to_dict()))
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise DynrecError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -78,7 +99,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if isinstance(value, str) and value.lower() in ("none", "null", ""):
+        if value is None or isinstance(value, str) and value.lower() in ("none", "null", ""):
             return None
         return _coerce(value, args[0], where)
     if origin is dict:
@@ -110,20 +131,38 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         raise DynrecError(f"{where}: cannot read {value!r} as {getattr(hint, '__name__', hint)}") from exc
 
 
-def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
+def _apply(obj: Any, values: dict[str, Any], where: str, config: Config | None = None, section: str = "",
+           source: str = "", warn: Callable[[str], None] | None = None) -> None:
+    """Set ``values`` on the Params ``obj``; with ``warn``, unknown settings are reported and
+    dropped instead of refused (an older ``dynrec.toml``)."""
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     for key, value in values.items():
         if key not in names:
-            raise DynrecError(f"{where}: unknown setting '{key}'; known: {', '.join(names)}")
+            message = f"{where}: unknown setting '{key}'; known: {', '.join(names)}"
+            if warn is None:
+                raise DynrecError(message)
+            warn(f"{where}: setting '{key}' is not used by this version of dynrec; it is ignored and "
+                 "dropped from the file on the next successful run")
+            continue
         setattr(obj, key, _coerce(value, hints[key], f"{where}.{key}"))
+        if config is not None:
+            config.sources[f"{section}.{key}"] = source
 
 
-def _apply_tree(config: Config, tree: dict[str, Any], where: str) -> None:
+def _apply_tree(config: Config, tree: dict[str, Any], where: str, source: str,
+                warn: Callable[[str], None] | None = None) -> None:
     for section, values in tree.items():
         if not isinstance(values, dict):
             raise DynrecError(f"{where}: '{section}' must be a table of settings")
-        _apply(config.section(section), values, f"{where} [{section}]")
+        try:
+            obj = config.section(section)
+        except DynrecError as exc:
+            if warn is None:
+                raise DynrecError(f"{where}: {exc}") from exc
+            warn(f"{where}: section [{section}] is not used by this version of dynrec; it is ignored")
+            continue
+        _apply(obj, values, f"{where} [{section}]", config, section, source, warn)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -150,25 +189,57 @@ def resolve(
     preset: str | None = None,
     config_file: Path | None = None,
     sets: list[str] | None = None,
+    scope: Sequence[str] | None = None,
+    warn: Callable[[str], None] | None = None,
+    check: bool = True,
 ) -> Config:
-    """Build the config in the documented order; errors name the offending setting."""
+    """Build the config in the documented order; errors name the offending setting.
+
+    ``scope``: the stages a preset applies to when ``saved`` exists (None: all); ``warn`` receives the warnings
+    about an older saved file; ``check`` runs every stage's range / choice checks."""
     config = Config(stages={s.name: s.params() for s in specs})
     if preset is not None and preset not in PRESETS:
         raise DynrecError(f"unknown preset '{preset}'; known: {', '.join(PRESETS)}")
-    if preset is None and config_file is None and saved is not None and saved.is_file():
-        _apply_tree(config, _read_toml(saved), str(saved))
-    else:
-        name = preset or "default"
+    if saved is not None and saved.is_file():
+        _apply_tree(config, _read_toml(saved), str(saved), saved.name, warn or (lambda message: None))
+    if preset is not None:
+        fresh = saved is None or not saved.is_file()  # a new work dir: the preset sets every stage
         for spec in specs:
-            _apply(config.stages[spec.name], spec_presets(spec).get(name, {}), f"preset {name} [{spec.name}]")
-        if config_file is not None:
-            _apply_tree(config, _read_toml(config_file), str(config_file))
+            if fresh or scope is None or spec.name in scope:
+                _apply(config.stages[spec.name], preset_values(spec, preset), f"preset {preset} [{spec.name}]",
+                       config, spec.name, f"preset {preset}")
+    if config_file is not None:
+        _apply_tree(config, _read_toml(config_file), str(config_file), f"--config {config_file.name}")
     for item in sets or []:
         section, name, value = parse_set(item)
-        _apply(config.section(section), {name: value}, f"--set {section}")
+        _apply(config.section(section), {name: value}, f"--set {section}", config, section, "command line")
+    if check:
+        try:
+            check_config(config, specs)
+        except DynrecError as exc:
+            if saved is None or not saved.is_file():
+                raise
+            raise DynrecError(f"{exc} (`dynrec config show {saved.parent}` says where each value came from; "
+                              f"`dynrec config reset {saved.parent} STAGE` restores a stage's defaults)") from exc
+    return config
+
+
+def check_config(config: Config, specs: list[StageSpec]) -> None:
+    """Ranges and choices of every setting (each stage's ``check``), before anything runs."""
     if config.run.device not in DEVICES:
         raise DynrecError(f"run.device must be one of {', '.join(DEVICES)}, got '{config.run.device}'")
-    return config
+    for spec in specs:
+        spec.check(config.stages[spec.name])
+
+
+def preset_values(spec: StageSpec, preset: str) -> dict[str, Any]:
+    """What ``--preset preset`` sets on ``spec``'s params: every field some preset names, at
+    this preset's value or else the field's default."""
+    presets = spec_presets(spec)
+    defaults = spec.params()
+    fields = dict.fromkeys(k for values in presets.values() for k in values)
+    chosen = presets.get(preset, {})
+    return {k: chosen.get(k, getattr(defaults, k)) for k in fields}
 
 
 def spec_presets(spec: StageSpec) -> dict[str, dict[str, Any]]:

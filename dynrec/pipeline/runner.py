@@ -10,6 +10,7 @@ as they were; the next run resumes at the failed stage.
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import re
 import time
@@ -24,11 +25,14 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from dynrec import __version__
 from dynrec.errors import ArtifactError, DynrecError, StageFailed
@@ -54,6 +58,14 @@ class StageState:
     size_bytes: int | None = None
 
 
+class RateColumn(ProgressColumn):
+    """Steps (or frames, points) per second of the task so far."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f}/s" if speed else "", style="progress.data.speed")
+
+
 class PlainProgress:
     """Progress as plain lines for a console that is not a terminal (a log, ``| tee``), where
     the live bar shows nothing: a line when a phase starts and at most every ``every`` seconds,
@@ -76,7 +88,7 @@ class PlainProgress:
         line = f"  {self.stage}: {description}"
         if total > 0:
             line += f" {done}/{total} ({100 * done / total:.0f}%), {elapsed:.0f} s"
-            if 0 < done < total:
+            if 0 < done < total and elapsed >= 1:  # no rate yet at a phase's first line
                 line += f", about {elapsed * (total - done) / done:.0f} s left"
         self.console.print(line, highlight=False, markup=False)
 
@@ -93,6 +105,8 @@ class Runner:
         self.device = device
         self.console = console or Console(stderr=True)
         self._keys: dict[str, str] = {}
+        #: Stages whose ``preflight`` already ran (on the input given to :func:`open_runner`).
+        self.preflighted: set[str] = set()
         self._parts: dict[str, dict[str, Any]] = {}
         #: called with a stage's name just before it executes (``dynrec batch`` shows it)
         self.before_stage: Callable[[str], None] | None = None
@@ -159,7 +173,8 @@ class Runner:
         if manifest.get("key") == "invalid":
             return manifest.get("invalid_reason", "artifact invalid")
         parts = self._key_parts(name)
-        changed = [k for k, v in parts["params"].items() if manifest.get("params", {}).get(k) != v]
+        params = json.loads(json.dumps(parts["params"]))  # as the manifest stores them (tuples as lists)
+        changed = [k for k, v in params.items() if manifest.get("params", {}).get(k) != v]
         if changed:
             return "params changed: " + ", ".join(changed)
         ups = [u for u, k in parts["upstream"].items() if manifest.get("upstream", {}).get(u) != k]
@@ -209,6 +224,12 @@ class Runner:
         """Bring ``targets`` up to date under the work dir's lock (:mod:`dynrec.pipeline.lock`);
         returns the stages that actually ran."""
         plan, forced = self.plan(targets, from_, only, force)
+        pending = [n for n in plan if n in forced or self.state(n).state != "done"]
+        for name in pending:
+            if name not in self.preflighted:
+                self.specs[name].preflight(self.params(name), self.source, self.gt, self.console)
+                self.preflighted.add(name)
+        self.ensure_weights(pending)
         ran = []
         what = f"a run of {targets[0]}" + (f"..{targets[-1]}" if len(targets) > 1 else "")
         with work_lock(self.work.root, what) as lock:
@@ -224,6 +245,16 @@ class Runner:
                 self._execute(name)
                 ran.append(name)
         return ran
+
+    def ensure_weights(self, stages: list[str]) -> None:
+        """Before any stage runs: the network weights ``stages`` will load, fetched when missing
+        (unless the network is off, see :func:`dynrec.weights.network_allowed`); every missing
+        one is named at once otherwise."""
+        from dynrec.weights import ensure
+
+        needed = [w for name in stages for w in self.specs[name].weights(self.params(name))]
+        if needed:
+            ensure(needed, self.config.run.weights_dir, self.console)
 
     def _require_upstream(self, name: str) -> None:
         for up in self.specs[name].upstream:
@@ -249,7 +280,8 @@ class Runner:
         started = time.time()
         plain = None if self.console.is_terminal else PlainProgress(self.console, name)
         with Progress(TextColumn("  {task.description}"), BarColumn(), TaskProgressColumn(),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True) as bar:
+                      RateColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                      transient=True) as bar:
             task = bar.add_task(name, total=None)
 
             def progress(description: str, done: int, total: int) -> None:
@@ -261,6 +293,7 @@ class Runner:
                                inputs={u: self.work.stage_dir(u) for u in spec.upstream},
                                device=self.device, source=self.source, gt=self.gt,
                                weights_dir=Path(w).expanduser() if (w := self.config.run.weights_dir) else None,
+                               logs=self.work.log_file(name).parent,
                                console=self.console, progress=progress)
             memory.reset()
             try:

@@ -25,6 +25,7 @@ from dynrec.artifacts.base import save_json
 from dynrec.errors import DynrecError
 
 MANIFEST = "manifest.json"
+CONFIG_FILE = "dynrec.toml"
 
 
 @dataclass
@@ -34,24 +35,40 @@ class WorkDir:
     root: Path
 
     @classmethod
-    def open(cls, root: Path, create: bool) -> WorkDir:
-        """Check (and with ``create``, make) a usable work dir; errors say what is wrong."""
+    def check(cls, root: Path, create: bool) -> None:
+        """Errors, before anything is written: ``root`` is a file; without ``create``, it does
+        not exist or is not a dynrec work dir; it was written by a newer dynrec."""
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise DynrecError(f"work dir {root} is a file, not a folder; choose another output path")
         if not root.exists():
             if not create:
                 raise DynrecError(f"work dir {root} does not exist; run `dynrec preprocess VIDEO -o {root}` first")
+            return
+        work = cls(root)
+        if not create and not work.meta_file.exists() and not work.config_file.exists():
+            raise DynrecError(f"{root} is not a dynrec work dir (no {CONFIG_FILE}, no .dynrec/); "
+                              f"make one with `dynrec preprocess VIDEO -o {root}`")
+        work._check_schema()
+
+    @classmethod
+    def open(cls, root: Path, create: bool, writable: bool | None = None) -> WorkDir:
+        """Check (and with ``create``, make) a usable work dir; errors say what is wrong.
+        ``writable`` (default: ``create``) refuses a work dir that cannot be written to, before
+        the command does anything."""
+        root = Path(root)
+        cls.check(root, create)
+        if not root.exists():
             try:
                 root.mkdir(parents=True)
             except OSError as exc:
                 raise DynrecError(f"cannot create work dir {root}: {exc.strerror or exc}") from exc
         work = cls(root)
         work._check_schema()
-        if create:
+        if create if writable is None else writable:
             work._check_writable()
-            if not work.meta_file.exists():
-                save_json(work.meta_file, {"schema": WORKDIR_SCHEMA, "created_by": __version__})
+        if create and not work.meta_file.exists():
+            save_json(work.meta_file, {"schema": WORKDIR_SCHEMA, "created_by": __version__})
         work._recover()
         return work
 
@@ -65,7 +82,7 @@ class WorkDir:
 
     @property
     def config_file(self) -> Path:
-        return self.root / "dynrec.toml"
+        return self.root / CONFIG_FILE
 
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage
@@ -101,7 +118,8 @@ class WorkDir:
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
-            raise DynrecError(f"work dir {self.root} is not writable: {exc.strerror or exc}") from exc
+            raise DynrecError(f"work dir {self.root} is not writable ({exc.strerror or exc}); nothing was "
+                              "changed: run the command where you can write, or copy the work dir") from exc
 
     def _recover(self) -> None:
         """Finish a commit that a crash interrupted between its two renames."""

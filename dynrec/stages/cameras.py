@@ -41,7 +41,7 @@ from dynrec.geometry.sfm import (
     rotation_focal,
     triangulate,
 )
-from dynrec.stages.base import StageContext, StageSpec, pick_backend
+from dynrec.stages.base import StageContext, StageSpec, check_fields, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
 from dynrec.stages.upstream import as_depth, depth_kind
 
@@ -327,10 +327,18 @@ BACKENDS = {"learned": _auto, "offline": _auto, "colmap": _colmap, "ba": _ba, "s
 
 
 def run(ctx: StageContext, params: CamerasParams) -> dict[str, Any]:
-    return pick_backend("cameras", BACKENDS, params.backend)(ctx, params)
+    from dynrec.geometry.colmap import logs_in
+
+    with logs_in(ctx.logs):  # COLMAP's own log lines: to the work dir's logs, not the terminal
+        return pick_backend("cameras", BACKENDS, params.backend)(ctx, params)
+
+
+def _check(params: CamerasParams) -> None:
+    check_fields("cameras", params, choices={"backend": BACKENDS}, positive=("focal_prior", "focal_min", "focal_max"),
+                 minimum={"max_tracks": 8, "colmap_tracks": 8, "ba_iterations": 1, "min_colmap_frames": 2})
 
 
 STAGE = StageSpec(
     name="cameras", version=2, upstream=('frames', 'tracks', 'masks', 'depth'), params=CamerasParams, run=run,
-    external=gt_external("cameras"), summary="per-frame K and w2c, sparse background points",
+    external=gt_external("cameras"), summary="per-frame K and w2c, sparse background points", check=_check,
 )

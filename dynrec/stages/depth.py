@@ -23,7 +23,7 @@ import numpy as np
 
 from dynrec.artifacts import Depth, Frames
 from dynrec.errors import DynrecError
-from dynrec.stages.base import StageContext, StageSpec, pick_backend
+from dynrec.stages.base import StageContext, StageSpec, check_fields, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
 
 
@@ -108,7 +108,23 @@ def run(ctx: StageContext, params: DepthParams) -> dict[str, Any]:
     return pick_backend("depth", BACKENDS, params.backend)(ctx, params)
 
 
+
+def _weights(params: DepthParams) -> list[Any]:
+    if params.backend != "learned":
+        return []
+    from dynrec.learned.depth_anything import model_id_for
+    from dynrec.weights import for_hf_model
+
+    w = for_hf_model(model_id_for(params.model), f"depth (learned, depth.model={params.model})")
+    return [w] if w else []
+
+
+def _check(params: DepthParams) -> None:
+    check_fields("depth", params, minimum={"batch": 1}, positive=("scale",),
+                 choices={"backend": BACKENDS, "kind": ("depth", "disparity")})
+
+
 STAGE = StageSpec(
     name="depth", version=2, upstream=('frames',), params=DepthParams, run=run,
-    external=_external, summary="z-depth maps [T,H,W]",
+    external=_external, summary="z-depth maps [T,H,W]", weights=_weights, check=_check,
 )

@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dynrec.artifacts import Frames
 from dynrec.errors import DynrecError
-from dynrec.stages.base import StageContext, StageSpec
+from dynrec.stages.base import StageContext, StageSpec, check_fields
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MIN_FRAMES = 2
@@ -63,6 +63,119 @@ def _video_frames(path: Path):
                 yield frame.to_ndarray(format="rgb24")
         except av.error.FFmpegError:
             return  # a truncated tail: keep what decoded; the frame count check follows
+
+
+#: FFmpeg demuxers / codecs that open files which are not videos (a text file becomes a "video"
+#: of rendered characters through the ``tty`` demuxer).
+NOT_VIDEO = {"tty": "a text file", "ansi": "a text file", "lrc": "lyrics", "srt": "subtitles",
+             "webvtt": "subtitles", "ass": "subtitles"}
+#: A demuxed frame count under this fraction of the declared one is warned about.
+SHORT_FRACTION = 0.9
+
+
+@dataclass
+class Probe:
+    """What :func:`probe` found: ``kind`` "video" or "images"; ``format`` the container (or
+    image) format; ``codec``; ``frames`` the frames present (video packets or images);
+    ``declared`` the count the container states (None when it states none); ``duration_s``;
+    ``width`` x ``height``."""
+
+    kind: str
+    format: str
+    codec: str
+    frames: int
+    declared: int | None
+    duration_s: float | None
+    width: int
+    height: int
+
+    def describe(self) -> str:
+        if self.kind == "images":
+            return f"{self.frames} {self.format} images of {self.width}x{self.height}"
+        dur = f", {self.duration_s:.1f} s" if self.duration_s else ""
+        return f"{self.format} video ({self.codec}), {self.frames} frames{dur}, {self.width}x{self.height}"
+
+    @property
+    def short(self) -> bool:
+        """Far fewer frames present than declared (a truncated file)."""
+        return self.declared is not None and self.frames < SHORT_FRACTION * self.declared
+
+
+def probe(source: Path) -> Probe:
+    """Check ``source`` before any stage runs, reading headers and packets but decoding nothing.
+
+    A video: the container must open, must not be a non-video format (:data:`NOT_VIDEO`), must
+    have a video stream with at least :data:`MIN_FRAMES` packets. An image folder: at least
+    :data:`MIN_FRAMES` images, all of one size.
+
+    Raises:
+        DynrecError: naming the file and what is wrong with it.
+    """
+    if not source.exists():
+        raise DynrecError(f"input not found: {source}")
+    if source.is_dir():
+        return _probe_folder(source)
+    try:
+        container = av.open(str(source))
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError) as exc:
+        raise DynrecError(f"{source} is not a readable video ({getattr(exc, 'strerror', None) or exc})") from exc
+    with container:
+        fmt = container.format.name.split(",")[0]
+        if fmt in NOT_VIDEO:
+            raise DynrecError(f"{source} is not a video: FFmpeg reads it as {NOT_VIDEO[fmt]} ('{fmt}' format)")
+        if not container.streams.video:
+            raise DynrecError(f"{source} has no video stream (format '{fmt}': "
+                              f"{', '.join(s.type for s in container.streams) or 'no streams'})")
+        stream = container.streams.video[0]
+        codec = stream.codec_context.name
+        if codec in NOT_VIDEO:
+            raise DynrecError(f"{source} is not a video: FFmpeg reads it as {NOT_VIDEO[codec]} ('{codec}' codec)")
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or None
+        duration = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
+                    else (container.duration / 1e6 if container.duration else None))
+        declared = int(stream.frames) or (round(duration * rate) if duration and rate else None)
+        try:
+            present = sum(1 for packet in container.demux(stream) if packet.size)
+        except av.error.FFmpegError:
+            present = 0
+        width, height = stream.codec_context.width, stream.codec_context.height
+    if present < MIN_FRAMES:
+        raise DynrecError(f"{source} has {present} decodable frame(s); dynrec needs at least {MIN_FRAMES}")
+    return Probe("video", fmt, codec, present, declared, duration, width, height)
+
+
+def _probe_folder(folder: Path) -> Probe:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(files) < MIN_FRAMES:
+        raise DynrecError(f"{folder} holds {len(files)} image(s) ({', '.join(IMAGE_SUFFIXES)}); "
+                          f"dynrec needs at least {MIN_FRAMES}")
+    sizes: dict[tuple[int, int], list[str]] = {}
+    formats = set()
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                sizes.setdefault(im.size, []).append(f.name)
+                formats.add(im.format or f.suffix[1:])
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DynrecError(f"{f} is not a readable image ({exc})") from exc
+    if len(sizes) > 1:
+        (w, h), names = max(sizes.items(), key=lambda kv: len(kv[1]))
+        odd = [f"{n} ({sw}x{sh})" for (sw, sh), ns in sizes.items() if (sw, sh) != (w, h) for n in ns]
+        raise DynrecError(f"{folder}: the images differ in size: {len(names)} are {w}x{h}, but "
+                          f"{', '.join(odd[:5])}{' ...' if len(odd) > 5 else ''}; use images of one size")
+    (w, h), = sizes
+    return Probe("images", "/".join(sorted(formats)).lower(), "", len(files), None, None, w, h)
+
+
+def _preflight(params: FramesParams, source: Path | None, gt: Path | None, console: Any) -> None:
+    """Probe the input before any stage runs (:func:`probe`); warn when it is truncated."""
+    if source is None:
+        raise DynrecError("no input video: give one, e.g. `dynrec preprocess video.mp4 -o WORK`")
+    found = probe(source)
+    console.print(f"input: {found.describe()}", highlight=False, markup=False)
+    if found.short:
+        console.print(f"[yellow]warning: {source} declares {found.declared} frames but only {found.frames} "
+                      "are present: the file looks truncated (an interrupted copy or download?)[/]")
 
 
 def _folder_frames(path: Path, fps: float):
@@ -152,8 +265,12 @@ def run(ctx: StageContext, params: FramesParams) -> dict[str, Any]:
     return {"count": T, "width": W, "height": H, "fps": frames.fps, "dropped": dropped}
 
 
+def _check(params: FramesParams) -> None:
+    check_fields("frames", params, minimum={"stride": 1, "max_frames": 1, "long_side": 16}, positive=("fps",))
+
+
 STAGE = StageSpec(
     name="frames", version=2, upstream=(), params=FramesParams, run=run,
-    external=lambda params, source, gt: [source] if source is not None else [],
-    summary="decode the input video into PNG frames",
+    external=lambda params, source, gt: [source] if source is not None else [], preflight=_preflight,
+    summary="decode the input video into PNG frames", check=_check,
 )

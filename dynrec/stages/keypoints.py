@@ -19,7 +19,7 @@ import numpy as np
 
 from dynrec.artifacts import Cameras, Depth, Frames, Keypoints, Masks, Tracks
 from dynrec.errors import DynrecError
-from dynrec.stages.base import StageContext, StageSpec, pick_backend
+from dynrec.stages.base import StageContext, StageSpec, check_fields, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
 
 
@@ -148,7 +148,19 @@ def run(ctx: StageContext, params: KeypointsParams) -> dict[str, Any]:
     return pick_backend("keypoints", BACKENDS, params.backend)(ctx, params)
 
 
+
+def _weights(params: KeypointsParams) -> list[Any]:
+    from dynrec.weights import for_hf_model
+
+    w = for_hf_model(params.model, "keypoints (learned)") if params.backend == "learned" else None
+    return [w] if w else []
+
+
+def _check(params: KeypointsParams) -> None:
+    check_fields("keypoints", params, choices={"backend": BACKENDS}, minimum={"batch": 1, "box_margin": 0, "count": 2})
+
+
 STAGE = StageSpec(
     name="keypoints", version=2, upstream=("frames", "masks", "tracks", "cameras", "align"), params=KeypointsParams,
-    run=run, external=gt_external("keypoints"), summary="2D keypoints [T,J,2] and skeleton",
+    run=run, external=gt_external("keypoints"), summary="2D keypoints [T,J,2] and skeleton", weights=_weights, check=_check,
 )

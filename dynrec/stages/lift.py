@@ -22,7 +22,7 @@ from dynrec.geometry.lift import (
     motion_bases,
     to_canonical,
 )
-from dynrec.stages.base import StageContext, StageSpec
+from dynrec.stages.base import StageContext, StageSpec, check_fields
 from dynrec.vision.foreground import foreground_tracks, in_mask
 
 
@@ -144,7 +144,12 @@ def run(ctx: StageContext, params: LiftParams) -> dict[str, Any]:
             "fg_points": len(fg_pts), "bg_points": len(bg_pts)}
 
 
+def _check(params: LiftParams) -> None:
+    check_fields("lift", params, choices={"coefficients": ("fit", "idw")},
+                 minimum={"n_bases": 1, "n_nodes": 1, "min_valid": 1})
+
+
 STAGE = StageSpec(
     name="lift", version=3, upstream=("frames", "align", "tracks", "masks", "cameras"), params=LiftParams,
-    run=run, summary="3D tracks, motion bases and nodes (HiMoR init)",
+    run=run, summary="3D tracks, motion bases and nodes (HiMoR init)", check=_check,
 )

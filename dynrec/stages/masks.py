@@ -24,7 +24,7 @@ import numpy as np
 
 from dynrec.artifacts import Frames, Masks, Tracks
 from dynrec.errors import DynrecError
-from dynrec.stages.base import StageContext, StageSpec, pick_backend
+from dynrec.stages.base import StageContext, StageSpec, check_fields, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
 from dynrec.stages.upstream import z_depth
 
@@ -221,10 +221,25 @@ BACKENDS = {"learned": _learned, "gt": _gt, "offline": _offline}
 
 
 def run(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
-    return pick_backend("masks", BACKENDS, params.backend)(ctx, params)
+    from dynrec.geometry.colmap import logs_in
+
+    with logs_in(ctx.logs):  # COLMAP's own log lines: to the work dir's logs, not the terminal
+        return pick_backend("masks", BACKENDS, params.backend)(ctx, params)
+
+
+
+def _weights(params: MasksParams) -> list[Any]:
+    from dynrec.weights import for_hf_model
+
+    w = for_hf_model(params.model, "masks (learned)") if params.backend == "learned" else None
+    return [w] if w else []
+
+
+def _check(params: MasksParams) -> None:
+    check_fields("masks", params, choices={"backend": BACKENDS}, minimum={"sam_points": 1, "batch": 1})
 
 
 STAGE = StageSpec(
     name="masks", version=3, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
-    external=gt_external("masks"), summary="foreground masks [T,H,W]",
+    external=gt_external("masks"), summary="foreground masks [T,H,W]", weights=_weights, check=_check,
 )

@@ -651,10 +651,14 @@ def run(ctx: StageContext, params: ReconParams) -> dict[str, Any]:
 
         check_gsplat()
     torch.manual_seed(params.seed)
+    ctx.progress("setup: loading the inputs", 0, 3)  # the setup takes tens of seconds on a CPU: say so
     data = load_data(ctx, device)
     trainer: Trainer | None = None
     try:
-        trainer = Trainer(build_scene(data.lift, params, device), data, params, ctx.checkpoints / "state.pt")
+        ctx.progress("setup: building the Gaussians and the motion tree", 1, 3)
+        scene = build_scene(data.lift, params, device)
+        ctx.progress("setup: preparing the optimiser", 2, 3)
+        trainer = Trainer(scene, data, params, ctx.checkpoints / "state.pt")
         return _train_and_write(ctx, trainer, params, data, device)
     except torch.cuda.OutOfMemoryError as exc:
         raise DynrecError(out_of_memory_message(trainer, data, params, device)) from exc
@@ -732,5 +736,5 @@ def write_keypoints(trainer: Trainer, folder: Path) -> dict[str, Any]:
 STAGE = StageSpec(
     name="recon", version=3, upstream=("frames", "masks", "align", "tracks", "cameras", "keypoints", "lift"),
     params=ReconParams, run=run, summary="optimise Gaussians + HiMoR",
-    for_device=resolve_schedule,
+    for_device=resolve_schedule, check=check_params,
 )

@@ -19,7 +19,7 @@ import numpy as np
 
 from dynrec.artifacts import Frames, Tracks
 from dynrec.errors import DynrecError
-from dynrec.stages.base import StageContext, StageSpec, pick_backend
+from dynrec.stages.base import StageContext, StageSpec, check_fields, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
 from dynrec.stages.upstream import z_depth
 
@@ -115,7 +115,27 @@ def run(ctx: StageContext, params: TracksParams) -> dict[str, Any]:
     return pick_backend("tracks", BACKENDS, params.backend)(ctx, params)
 
 
+
+def _weights(params: TracksParams) -> list[Any]:
+    """CoTracker's code through torch.hub and its checkpoint, unless ``tracks.repo_dir`` names
+    a local clone (which then brings its own weights, or ``tracks.checkpoint`` does)."""
+    if params.backend != "learned" or params.repo_dir:
+        return []
+    from dynrec.weights import BY_NAME, COTRACKER
+
+    code = BY_NAME["cotracker-code"]
+    out = [code] if params.hub == code.repo else []
+    if not params.checkpoint and params.model in COTRACKER:
+        out.append(BY_NAME[COTRACKER[params.model]])
+    return out
+
+
+def _check(params: TracksParams) -> None:
+    check_fields("tracks", params, choices={"backend": BACKENDS},
+                 minimum={"max_side": 16, "grid_size": 2, "query_every": 1, "dense_factor": 1, "patch_radius": 1})
+
+
 STAGE = StageSpec(
     name="tracks", version=2, upstream=("frames", "depth"), params=TracksParams, run=run,
-    external=gt_external("tracks"), summary="2D point tracks [N,T,2] with visibility",
+    external=gt_external("tracks"), summary="2D point tracks [N,T,2] with visibility", weights=_weights, check=_check,
 )
