@@ -284,9 +284,12 @@ def view(
 
 @app.command()
 def status(work: WorkArg = Path(".")) -> None:
-    """Every stage: done / stale / failed / missing, with key, duration and size."""
+    """Every stage: done / stale / failed / missing, with key, duration and size (of a batch's
+    folder: its summary)."""
     from dynrec.pipeline.session import open_runner
 
+    if (work / "batch.json").is_file() and not (work / ".dynrec").is_dir():
+        return batch_status(work)
     _print_status(open_runner(work, create=False, save=False, console=err, check=False))
 
 
@@ -330,6 +333,49 @@ def synth(
         f"[green]✓[/] scene written to {escape(str(out))}: {info['frames']} frames at "
         f"{info['width']}x{info['height']}; try `dynrec preprocess {escape(str(out))}/video.mp4 -o WORK --gt {escape(str(out))}`"
     )
+
+
+@app.command()
+def batch(
+    inputs: Annotated[list[Path], typer.Argument(help="Videos, folders (of videos, image sequences, synth scenes) and manifest files (one video a line: PATH [--gt SCENE] [--set ...] [--name NAME]).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the work dirs (OUT/<name>/) and OUT/summary.json, .csv.")] = ...,
+    until: Annotated[str, typer.Option("--until", help="preprocess | reconstruct | evaluate.")] = "evaluate",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster: ray://HOST:PORT, HOST:PORT or auto (default: a local Ray instance).")] = None,
+    cpus_per_task: Annotated[float, typer.Option("--cpus-per-task", help="CPUs each task asks Ray for.")] = 1.0,
+    gpus_per_task: Annotated[float | None, typer.Option("--gpus-per-task", help="GPUs each reconstruct, evaluate and learned-preprocess task asks for (default: 1 if the cluster has GPUs).")] = None,
+    retries: Annotated[int, typer.Option("--retries", help="Retries of a task whose worker died.")] = 3,
+    scene_gt: Annotated[bool, typer.Option("--scene-gt", help="Synth scene inputs (folders with scene.json) get --gt SCENE.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Offline preprocessing backends, as for preprocess.")] = False,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimisation steps.")] = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Keep at most this many frames.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda.")] = None,
+    weights_dir: Annotated[Path | None, typer.Option("--weights-dir", help="Folder of learned-backend and metric weights.")] = None,
+    metrics: Annotated[str | None, typer.Option("--metrics", help="Metrics to evaluate (default: all a work dir supports).")] = None,
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Write eval/side_by_side.mp4.")] = True,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Many videos through preprocess -> reconstruct -> evaluate on Ray; resumable; one summary."""
+    from dynrec.batch.command import EngineOptions
+    from dynrec.batch.command import batch as run
+    from dynrec.batch.tasks import BatchOptions
+
+    sets = [f"{k}={v}" for k, v in (("recon.steps", steps), ("frames.max_frames", max_frames),
+                                      ("run.device", device)) if v is not None]
+    sets += [f"run.weights_dir={weights_dir.expanduser().resolve()}"] if weights_dir else []
+    opts = BatchOptions(until=until, preset=preset, config_file=config, sets=sets + list(set_ or []),
+                        offline=offline, metrics=metrics, video=video, weights_dir=weights_dir,
+                        threads=max(1, int(cpus_per_task)))
+    run(inputs, out, opts, EngineOptions(address, cpus_per_task, gpus_per_task, retries), scene_gt, console)
+
+
+@app.command("batch-status")
+def batch_status(runs: Annotated[Path, typer.Argument(help="The -o folder of `dynrec batch`.")]) -> None:
+    """The batch summary as the work dirs are now (also: `dynrec status RUNS`)."""
+    from dynrec.batch.command import batch_status as show
+
+    show(runs, console)
 
 
 def _add_groups() -> None:

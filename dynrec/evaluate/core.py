@@ -27,6 +27,7 @@ from dynrec.evaluate.report import METRICS_FILE, EvalReport, to_json
 from dynrec.evaluate.video import side_by_side
 from dynrec.metrics import METRICS
 from dynrec.pipeline.hashing import hash_json
+from dynrec.pipeline.lock import acquire, release
 from dynrec.pipeline.session import open_runner
 from dynrec.weights import network_allowed
 
@@ -135,6 +136,7 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
                         dataset={k: inp.scene_info().get(k) for k in ("dataset", "scene", "split", "resolution")
                                  if inp.scene_info().get(k) is not None})
     key = hash_json({"metrics": requested, "stages": report.stages, "prompt": prompt, "protocol": protocol})[:16]
+    lock = acquire(runner.work.root, "evaluate")  # eval/ is written by one process at a time
     tmp = runner.work.prepare_tmp(EVAL, key)
     try:
         report.plots = write_plots(results, inp.source_index, tmp / "plots")
@@ -146,6 +148,8 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        release(lock)
     return report
 
 

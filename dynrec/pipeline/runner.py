@@ -39,6 +39,7 @@ from dynrec.errors import ArtifactError, DynrecError, StageFailed
 from dynrec.pipeline import memory
 from dynrec.pipeline.config import Config
 from dynrec.pipeline.hashing import hash_json, hash_path
+from dynrec.pipeline.lock import work_lock
 from dynrec.pipeline.workdir import WorkDir
 from dynrec.stages.base import StageContext, StageSpec
 
@@ -107,6 +108,8 @@ class Runner:
         #: Stages whose ``preflight`` already ran (on the input given to :func:`open_runner`).
         self.preflighted: set[str] = set()
         self._parts: dict[str, dict[str, Any]] = {}
+        #: called with a stage's name just before it executes (``dynrec batch`` shows it)
+        self.before_stage: Callable[[str], None] | None = None
 
     # ----- keys and states -------------------------------------------------------------
     @property
@@ -218,7 +221,8 @@ class Runner:
     # ----- running -------------------------------------------------------------------------
     def run(self, targets: list[str], from_: str | None = None, only: str | None = None,
             force: bool = False) -> list[str]:
-        """Bring ``targets`` up to date; returns the stages that actually ran."""
+        """Bring ``targets`` up to date under the work dir's lock (:mod:`dynrec.pipeline.lock`);
+        returns the stages that actually ran."""
         plan, forced = self.plan(targets, from_, only, force)
         pending = [n for n in plan if n in forced or self.state(n).state != "done"]
         for name in pending:
@@ -227,14 +231,19 @@ class Runner:
                 self.preflighted.add(name)
         self.ensure_weights(pending)
         ran = []
-        for name in plan:
-            state = self.state(name)
-            if state.state == "done" and name not in forced:
-                self.console.print(f"[green]✓[/] {name} [dim](done, key {state.key})[/]")
-                continue
-            self._require_upstream(name)
-            self._execute(name)
-            ran.append(name)
+        what = f"a run of {targets[0]}" + (f"..{targets[-1]}" if len(targets) > 1 else "")
+        with work_lock(self.work.root, what) as lock:
+            for name in plan:
+                state = self.state(name)
+                if state.state == "done" and name not in forced:
+                    self.console.print(f"[green]✓[/] {name} [dim](done, key {state.key})[/]")
+                    continue
+                self._require_upstream(name)
+                lock.set_stage(name)
+                if self.before_stage is not None:
+                    self.before_stage(name)
+                self._execute(name)
+                ran.append(name)
         return ran
 
     def ensure_weights(self, stages: list[str]) -> None:

@@ -52,18 +52,9 @@ def open_runner(
         raise DynrecError(f"--gt {gt} is not a ground-truth scene (no scene.json); make one with `dynrec synth`")
     work = Path(work)
     WorkDir.check(work, create=create)
-    pre: list[str] = []
-    if source is not None:
-        pre.append(f"input.source={source.resolve()}")
-    if gt is not None:
-        pre.append(f"input.gt={gt.resolve()}")
-    if offline:
-        pre += [f"{s}.backend=offline" for s in GT_STAGES]
-    elif gt is not None:
-        pre += [f"{s}.backend=gt" for s in GT_STAGES]
     saved = work / CONFIG_FILE
     config = resolve(REGISTRY, saved=saved if saved.is_file() else None, preset=preset, config_file=config_file,
-                     sets=pre + list(sets or []), scope=scope, check=check,
+                     sets=input_sets(source, gt, offline) + list(sets or []), scope=scope, check=check,
                      warn=lambda message: console.print(f"[yellow]warning:[/] {escape(message)}"))
     device = resolve_device(config.run.device)
     checked = []
@@ -79,6 +70,21 @@ def open_runner(
     runner = Runner(workdir, REGISTRY, config, device=device, console=console)
     runner.preflighted.update(checked)
     return runner
+
+
+def input_sets(source: Path | None, gt: Path | None, offline: bool) -> list[str]:
+    """The ``--set``s that the input, ``--gt`` and ``--offline`` stand for (applied before the
+    user's own)."""
+    pre: list[str] = []
+    if source is not None:
+        pre.append(f"input.source={source.resolve()}")
+    if gt is not None:
+        pre.append(f"input.gt={gt.resolve()}")
+    if offline:
+        pre += [f"{s}.backend=offline" for s in GT_STAGES]
+    elif gt is not None:
+        pre += [f"{s}.backend=gt" for s in GT_STAGES]
+    return pre
 
 
 def commit_config(runner: Runner) -> None:
