@@ -171,6 +171,21 @@ def test_keypoints_of_another_layout_are_paired_with_the_joints(cli, work, scene
     assert rows["kp_err"]["value"] == pytest.approx(0.0, abs=1e-6) and "by name" in rows["kp_err"]["note"]
 
 
+def test_subject_psnr_sees_errors_a_static_background_hides(cli, work, scene):
+    """Renders off by 4 levels inside the foreground masks only: ``psnr_fg`` is exactly
+    20 log10(255 / 4) and the whole-image ``psnr`` is far higher."""
+    from dynrec.artifacts import Masks
+
+    frames = Frames.load(work / "frames").images
+    masks = Masks.load(work / "masks").masks
+    off = np.where(frames < 128, frames + 4, frames - 4).astype(np.uint8)
+    write_recon(work, scene, renders=np.where(masks[..., None], off, frames))
+    assert cli("evaluate", work, "--metrics", "psnr,psnr_fg", "--no-video").code == 0
+    _, rows = load_report(work)
+    assert rows["psnr_fg"]["value"] == pytest.approx(20 * math.log10(255 / 4), abs=1e-5)
+    assert rows["psnr"]["value"] > rows["psnr_fg"]["value"] + 6
+
+
 def test_perturbed_camera(cli, work, scene):
     gt_cams = Cameras.load(work / "cameras")
     w2c = gt_cams.w2c.astype(np.float64).copy()
@@ -315,7 +330,7 @@ def test_check_this_list_names_signs_of_failure(tmp_path):
     for stage, info in {
         "masks": {"empty_frames": 9, "foreground_fraction": 0.002, "subject": "motion"},
         "cameras": {"method": "ba", "reproj_error_px": {"mean": 4.0, "median": 3.1}},
-        "recon": {"train_psnr": 16.0, "kp_input_error_px": {"init": 1.05, "final": 3.69}},
+        "recon": {"train_psnr": 16.0, "train_psnr_fg": 18.0, "kp_input_error_px": {"init": 1.05, "final": 3.69}},
     }.items():
         folder = work.stage_dir(stage)
         folder.mkdir(parents=True)
@@ -327,8 +342,12 @@ def test_check_this_list_names_signs_of_failure(tmp_path):
     healthy = WorkDir.open(tmp_path / "ok", create=True)
     folder = healthy.stage_dir("recon")
     folder.mkdir(parents=True)
-    (folder / "manifest.json").write_text(json.dumps({"info": {"train_psnr": 31.0}}))
+    (folder / "manifest.json").write_text(json.dumps({"info": {"train_psnr": 31.0, "train_psnr_fg": 26.0}}))
     assert checks(healthy, 48) == []
+    (folder / "manifest.json").write_text(json.dumps({"info": {"train_psnr": 29.5, "train_psnr_fg": 22.3}}))
+    assert checks(healthy, 48) == ["recon: the subject (inside the masks) is fitted to 22.3 dB only, against 29.5 dB "
+                                   "for the whole image: it may render as a ghost; look at the side-by-side video "
+                                   "(masks, tracks and depth of the subject are the usual suspects)"]
 
 
 def test_inspect_writes_a_sheet_per_input_stage(gt_work, tmp_path):

@@ -13,8 +13,10 @@ from dynrec.pipeline.workdir import WorkDir
 
 #: empty-mask frames (fraction of frames), foreground share of the pixels, camera
 #: reprojection error (px, median) of a bundle-adjusted solution, training PSNR (dB),
-#: growth of the keypoint error during training (ratio final / initial).
-LIMITS = {"empty_frames": 0.1, "foreground": 0.005, "ba_reproj_px": 2.0, "train_psnr": 25.0, "kp_growth": 1.5}
+#: the same inside the foreground masks (dB), growth of the keypoint error during training
+#: (ratio final / initial).
+LIMITS = {"empty_frames": 0.1, "foreground": 0.005, "ba_reproj_px": 2.0, "train_psnr": 25.0, "train_psnr_fg": 25.0,
+          "kp_growth": 1.5}
 
 
 def _masks(info: dict[str, Any], frames: int) -> list[str]:
@@ -51,6 +53,12 @@ def _recon(info: dict[str, Any], frames: int) -> list[str]:
     if isinstance(psnr, float) and psnr < LIMITS["train_psnr"]:
         out.append(f"recon: the training views are fitted to {psnr:.1f} dB only; look at the side-by-side video "
                    "(masks, depth and cameras are the usual suspects)")
+    fg = info.get("train_psnr_fg")
+    if isinstance(fg, float) and fg < LIMITS["train_psnr_fg"] and not (isinstance(psnr, float) and psnr < fg):
+        out.append(f"recon: the subject (inside the masks) is fitted to {fg:.1f} dB only"
+                   + (f", against {psnr:.1f} dB for the whole image" if isinstance(psnr, float) else "")
+                   + ": it may render as a ghost; look at the side-by-side video (masks, tracks and depth of the "
+                   "subject are the usual suspects)")
     kp = info.get("kp_input_error_px") or {}
     init, final = kp.get("init"), kp.get("final")
     if isinstance(init, float) and isinstance(final, float) and init > 0 and final > LIMITS["kp_growth"] * init:

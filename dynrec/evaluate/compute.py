@@ -128,6 +128,14 @@ def _per_frame(name: str, values: np.ndarray, series: str = "train", **kw: Any) 
 
 
 # ----- renders vs input frames (train split) ------------------------------------------------
+def _psnr_fg(name: str, inp: EvalInputs, models: Models) -> MetricResult:
+    render, _ = inp.renders()
+    masks = inp.input_masks()
+    result = _per_frame(name, M.psnr(render, inp.images(), mask=masks.astype(np.float64), reduction="none"),
+                        note="frames with an empty mask are skipped" if not masks.any(axis=(1, 2)).all() else "")
+    return result
+
+
 def _image_metric(fn: Callable[..., Any], model: str | None = None) -> Compute:
     def compute(name: str, inp: EvalInputs, models: Models) -> MetricResult:
         render, _ = inp.renders()
@@ -472,6 +480,7 @@ def _track_smoothness(fn: Callable[..., Any], half: int) -> Compute:
 
 COMPUTE: dict[str, Compute] = {
     "psnr": _image_metric(M.psnr),
+    "psnr_fg": _psnr_fg,
     "ssim": _image_metric(M.ssim),
     "lpips": _image_metric(M.lpips, "lpips"),
     "mpsnr": _heldout_metric(M.psnr),

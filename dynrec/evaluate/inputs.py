@@ -168,6 +168,15 @@ class EvalInputs:
             return _to_float(frames.images), depth
         return self.memo("renders", load)
 
+    def input_masks(self) -> np.ndarray:
+        """Foreground masks [T, H, W] bool of the input video (the ``masks`` stage)."""
+        def load() -> np.ndarray:
+            folder = self.stage("masks")
+            masks = Masks.load(folder).masks
+            self._check_count(masks.shape[0], folder / Masks.FILE, "masks")
+            return masks
+        return self.memo("input_masks", load)
+
     def input_tracks(self) -> Tracks:
         """2D tracks of the input video (the ``tracks`` stage)."""
         def load() -> Tracks:

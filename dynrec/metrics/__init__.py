@@ -61,6 +61,7 @@ NEEDS: dict[str, str] = {
     "gt_keypoint_depth": "ground-truth keypoints with depth-lifted 3D positions (an imported dataset's keypoint_depth.npz)",
     "pred_tracks": "trajectories of points tracked through the reconstruction (2D or 3D)",
     "tracks": "2D tracks of the input video (the tracks stage), to follow points in renders",
+    "masks": "foreground masks of the input video (the masks stage)",
     "text_prompt": "a text prompt describing the video",
     "weights:lpips": "AlexNet backbone + LPIPS heads",
     "weights:clip": "a CLIP checkpoint (transformers)",
@@ -78,6 +79,14 @@ METRICS: dict[str, MetricInfo] = {
             True,
             ("input_video",),
             "PSNR of renders at the training cameras vs the input frames",
+        ),
+        _M(
+            "psnr_fg",
+            "dB",
+            True,
+            ("input_video", "masks"),
+            "PSNR of renders at the training cameras inside the foreground masks (the subject alone: a "
+            "static background can carry the whole-image PSNR while the subject is a ghost)",
         ),
         _M(
             "ssim",
