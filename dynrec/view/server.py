@@ -88,8 +88,10 @@ class Viewer:
         centres = np.linalg.inv(rec.w2c)[:, :3, 3]
         self.centre = rec.foreground_centre()
         self.extent = float(np.median(np.linalg.norm(centres - self.centre, axis=1))) or 1.0
-        server.scene.set_up_direction(tuple(camera_up(rec.w2c)))
-        server.initial_camera.position = tuple(centres[0])
+        up = camera_up(rec.w2c)
+        server.scene.set_up_direction(tuple(up))
+        # behind and above the first training camera, so the training frusta do not fill the view
+        server.initial_camera.position = tuple(self.centre + 1.8 * (centres[0] - self.centre) + 0.5 * self.extent * up)
         server.initial_camera.look_at = tuple(self.centre)
         snap = rec.scene.snapshot(0)
         self.splats = {part: self._add_splats(f"/gaussians/{part}", snap, keep)
