@@ -212,7 +212,9 @@ def test_no_reconstruction_evaluates_what_it_can(cli, work):
         assert "no reconstruction" in rows[name]["reason"] and "dynrec reconstruct" in rows[name]["reason"]
     no_depth = {k for k, v in report["skipped"].items() if "no depth-lifted 3D positions" in v}
     assert no_depth == {"epe_3d_kp", "pck_3d_5cm", "pck_3d_10cm"}  # synth keypoints are joints inside the body
-    assert {k: v for k, v in report["skipped"].items() if k not in no_depth} == {
+    protocol_only = {k for k, v in report["skipped"].items() if "--protocol nvidia" in v}
+    assert protocol_only == {"nv_psnr", "nv_ssim", "nv_lpips"}  # full-image held-out metrics: asked for only
+    assert {k: v for k, v in report["skipped"].items() if k not in no_depth | protocol_only} == {
         "clip_t": "no text prompt: pass --prompt TEXT"}
     assert set(rows) | set(report["skipped"]) == set(METRICS)  # nothing silently dropped
     assert report["files"]["video"] is None and report["files"]["plots"] == []  # ground-truth cameras: no plot

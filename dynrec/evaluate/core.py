@@ -80,6 +80,12 @@ def unsupported(name: str, inp: EvalInputs) -> str | None:
     return None
 
 
+#: metrics that only mean something inside their benchmark's protocol: not in the default set
+PROTOCOL_ONLY = {name: ("the Nvidia protocol's full-image held-out metric (regions no training view saw count "
+                        "too): ask with --protocol nvidia or --metrics " + name)
+                 for name in ("nv_psnr", "nv_ssim", "nv_lpips")}
+
+
 def _no_progress(description: str, done: int, total: int) -> None:
     return None
 
@@ -117,7 +123,7 @@ def evaluate(work: Path, metrics: str | None = None, weights_dir: Path | None = 
     if requested is None:
         requested = []
         for name in METRICS:
-            reason = unsupported(name, inp)
+            reason = PROTOCOL_ONLY.get(name) or unsupported(name, inp)
             if reason:
                 skipped[name] = reason
             else:
