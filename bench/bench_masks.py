@@ -17,12 +17,8 @@ every family.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +27,8 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_families import RIGS
 from bench.bench_recon import dynrec
+from bench.sweep import sweep
 
 RESULTS = Path(__file__).resolve().parent / "results" / "masks.json"
 TUNE_SCENES = ("sway/orbit/1", "walk/follow/1", "run/pan/1", "stopgo/static/1", "spin/shake/1", "arm/orbit/1",
@@ -74,34 +70,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import cv2
-    import torch
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default=",".join(RIGS))
-    parser.add_argument("--seeds", default=",".join(map(str, REPORT_SEEDS)))
-    parser.add_argument("--rig", default=None, help="one camera rig for every family (default: bench_families.RIGS)")
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    rows: list[dict[str, Any]] = []
-    result: dict[str, Any] = {
-        "benchmark": "masks",
-        "machine": {"cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "opencv": cv2.__version__, "python": platform.python_version()},
-        "inputs": "dynrec preprocess --offline (no depth), masks against the synth ground truth",
-        "seeds": seeds, "tuned_on": list(TUNE_SCENES), "targets": TARGETS,
-    }
-    with tempfile.TemporaryDirectory(prefix="dynrec-masks-") as tmp:
-        for family in args.families.split(","):
-            for seed in seeds:
-                rows.append(run_scene(Path(tmp), family, args.rig or RIGS[family], seed))
-                result.update(runs=rows, **summarise(rows))
-                args.output.parent.mkdir(parents=True, exist_ok=True)
-                args.output.write_text(json.dumps(result, indent=2) + "\n")
+    sweep("masks", __doc__.splitlines()[0], argv, RESULTS, REPORT_SEEDS, run_scene, summarise,
+          {"inputs": "dynrec preprocess --offline (no depth), masks against the synth ground truth",
+           "tuned_on": list(TUNE_SCENES), "targets": TARGETS})
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -558,6 +558,17 @@ def _measure(row: dict[str, Any], name: str, fn: Any, *fargs: Any, **extra: Any)
         return False
 
 
+#: the parts measured on the preprocessed work dir: part -> (measure(work, truth), summary line)
+WORK_PARTS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[dict[str, Any]], str]]] = {
+    "cameras": (part_cameras, lambda c: f"cameras ({c['method']}): ATE {_fmt(c['ate_pct_path'], '.2f')}% of path "
+                f"({_fmt(c['ate_m'], '.4f')} m), {c['registered']}/{c['frames']} registered"),
+    "colmap": (part_colmap, lambda c: f"plain pycolmap: ATE {_fmt(c['ate_pct_path'], '.2f')}% of path, "
+               f"{c['registered']}/{c['frames']} registered ({c['seconds']} s)"),
+    "masks": (part_masks, lambda m: f"masks: recall {_fmt(m['recall'])} area/hull {_fmt(m['area_ratio'], '.2f')} "
+              f"(per-object hulls {_fmt(m['area_ratio_object_hulls'], '.2f')})"),
+}
+
+
 def run_clip(clip: Path, work: Path, parts: list[str], args: argparse.Namespace,
              row: dict[str, Any]) -> Iterator[None]:
     """Measure ``parts`` of one clip into ``row``; yields after each part (the caller writes the JSON)."""
@@ -575,24 +586,11 @@ def run_clip(clip: Path, work: Path, parts: list[str], args: argparse.Namespace,
         row["preprocess"] = {**preprocess(clip, work, args.long_side, args.max_frames), **settings}
         print(f"{clip.stem} preprocess: {row['preprocess'].get('seconds')} {row['preprocess'].get('failed', '')}",
               flush=True)
-    if "cameras" in parts:
-        if _measure(row, "cameras", part_cameras, work, truth, **settings):
-            c = row["cameras"]
-            print(f"{clip.stem} cameras ({c['method']}): ATE {_fmt(c['ate_pct_path'], '.2f')}% of path "
-                  f"({_fmt(c['ate_m'], '.4f')} m), {c['registered']}/{c['frames']} registered", flush=True)
-        yield
-    if "colmap" in parts:
-        if _measure(row, "colmap", part_colmap, work, truth, **settings):
-            c = row["colmap"]
-            print(f"{clip.stem} plain pycolmap: ATE {_fmt(c['ate_pct_path'], '.2f')}% of path, "
-                  f"{c['registered']}/{c['frames']} registered ({c['seconds']} s)", flush=True)
-        yield
-    if "masks" in parts:
-        if _measure(row, "masks", part_masks, work, truth, **settings):
-            m = row["masks"]
-            print(f"{clip.stem} masks: recall {_fmt(m['recall'])} area/hull {_fmt(m['area_ratio'], '.2f')} "
-                  f"(per-object hulls {_fmt(m['area_ratio_object_hulls'], '.2f')})", flush=True)
-        yield
+    for part, (measure, line) in WORK_PARTS.items():
+        if part in parts:
+            if _measure(row, part, measure, work, truth, **settings):
+                print(f"{clip.stem} {line(row[part])}", flush=True)
+            yield
     if args.inspect or args.recon:
         _inspect(work, row)
     if args.recon:

@@ -16,13 +16,8 @@ survival >= 0.7 and median error <= 1 px in every family.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +26,9 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_families import RIGS
 from bench.bench_preprocess import bench_tracker
 from bench.bench_recon import dynrec
+from bench.sweep import sweep
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tracks.json"
 REPORT_SEEDS = (100,)
@@ -68,34 +63,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import cv2
-    import torch
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default=",".join(RIGS))
-    parser.add_argument("--seeds", default=",".join(map(str, REPORT_SEEDS)))
-    parser.add_argument("--output", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    rows: list[dict[str, Any]] = []
-    result: dict[str, Any] = {
-        "benchmark": "tracks",
-        "machine": {"cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "opencv": cv2.__version__, "python": platform.python_version()},
-        "inputs": "ground-truth query points of the synth scene, tracked from the video alone",
-        "seeds": seeds, "targets": TARGETS,
-        "survival": "visible and within 5% of max(W, H) at the last frame the ground truth sees the point",
-    }
-    with tempfile.TemporaryDirectory(prefix="dynrec-tracks-") as tmp:
-        for family in args.families.split(","):
-            for seed in seeds:
-                rows.append(run_scene(Path(tmp), family, RIGS[family], seed))
-                result.update(runs=rows, **summarise(rows))
-                args.output.parent.mkdir(parents=True, exist_ok=True)
-                args.output.write_text(json.dumps(result, indent=2) + "\n")
+    sweep("tracks", __doc__.splitlines()[0], argv, RESULTS, REPORT_SEEDS, run_scene, summarise,
+          {"inputs": "ground-truth query points of the synth scene, tracked from the video alone", "targets": TARGETS,
+           "survival": "visible and within 5% of max(W, H) at the last frame the ground truth sees the point"})
 
 
 if __name__ == "__main__":

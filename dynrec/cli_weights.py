@@ -54,13 +54,13 @@ def fetch(
     offline: Annotated[bool, typer.Option("--offline", help="Only check; never touch the network.")] = False,
 ) -> None:
     """Download the named weights (those not found already) with a progress bar; resumable."""
-    from dynrec.weights import BY_NAME, CATALOG, ensure, get, locate
+    from dynrec.weights import BY_NAME, CATALOG, ensure, get
 
     if all_ and names:
         raise DynrecError("give weight names or --all, not both")
     if not all_ and not names:
         raise DynrecError(f"name the weights to fetch, or --all; known: {', '.join(BY_NAME)}")
     wanted = list(CATALOG) if all_ else [get(n) for n in dict.fromkeys(names or [])]
-    ensure(wanted, weights_dir, err, offline=offline)
+    paths = ensure(wanted, weights_dir, err, offline=offline)
     for w in wanted:
-        console.print(f"[green]✓[/] {w.name}: {escape(str(locate(w, weights_dir).path))}", highlight=False)
+        console.print(f"[green]✓[/] {w.name}: {escape(str(paths[w.name]))}", highlight=False)

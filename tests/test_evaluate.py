@@ -346,8 +346,8 @@ def test_check_this_list_names_signs_of_failure(tmp_path):
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps({"info": {"train_psnr": 31.0, "train_psnr_fg": 26.0}}))
     assert checks(healthy, 48) == []
-    (folder / "manifest.json").write_text(json.dumps({"info": {"train_psnr": 29.5, "train_psnr_fg": 22.3}}))
-    assert checks(healthy, 48) == [("recon: the subject (inside the masks) is fitted to 22.3 dB only, against 29.5 dB "
+    (folder / "manifest.json").write_text(json.dumps({"info": {"train_psnr": 29.5, "train_psnr_fg": 23.6}}))
+    assert checks(healthy, 48) == [("recon: the subject (inside the masks) is fitted to 23.6 dB only, against 29.5 dB "
                                     "for the whole image: it may render as a ghost; look at the side-by-side video "
                                     "(masks, tracks and depth of the subject are the usual suspects)")]
 

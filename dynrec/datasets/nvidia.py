@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from dynrec.artifacts import Cameras, Frames
+from dynrec.artifacts.types import resize_nearest
 from dynrec.datasets.io import listing, need, read_image_raw, read_rgb, resize_rgb
 from dynrec.datasets.scene import HeldoutView, ImportedScene
 from dynrec.errors import DynrecError
@@ -100,7 +101,7 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
         for p in paths:
             m = read_image_raw(p)
             m = m[..., 0] if m.ndim == 3 else m
-            out.append(m > 0 if m.shape == (H, W) else resize_rgb(m.astype(np.uint8), W, H) > 0)
+            out.append(m > 0 if m.shape == (H, W) else resize_nearest((m > 0)[None].astype(np.uint8), W, H)[0] > 0)
         return np.stack(out)
 
     masks = masks_of(train_cam)

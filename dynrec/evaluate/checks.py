@@ -13,9 +13,10 @@ from dynrec.pipeline.workdir import WorkDir
 
 #: empty-mask frames (fraction of frames), foreground share of the pixels, camera
 #: reprojection error (px, median) of a bundle-adjusted solution, training PSNR (dB),
-#: the same inside the foreground masks (dB: the demo's well-fitted figure has 25.8, the ghostly
-#: walkers of real clip 4ty7 22.3), growth of the keypoint error during training (ratio final / initial).
-LIMITS = {"empty_frames": 0.1, "foreground": 0.005, "ba_reproj_px": 2.0, "train_psnr": 25.0, "train_psnr_fg": 23.0,
+#: the same inside the foreground masks (dB, mean over frames: the demo's well-fitted figure has
+#: 25.8, the ghostly walkers of real clip 4ty7 at 150 frames 23.6; set from these two only),
+#: growth of the keypoint error during training (ratio final / initial).
+LIMITS = {"empty_frames": 0.1, "foreground": 0.005, "ba_reproj_px": 2.0, "train_psnr": 25.0, "train_psnr_fg": 24.0,
           "kp_growth": 1.5}
 
 

@@ -131,9 +131,8 @@ def _per_frame(name: str, values: np.ndarray, series: str = "train", **kw: Any) 
 def _psnr_fg(name: str, inp: EvalInputs, models: Models) -> MetricResult:
     render, _ = inp.renders()
     masks = inp.input_masks()
-    result = _per_frame(name, M.psnr(render, inp.images(), mask=masks.astype(np.float64), reduction="none"),
-                        note="frames with an empty mask are skipped" if not masks.any(axis=(1, 2)).all() else "")
-    return result
+    return _per_frame(name, M.psnr(render, inp.images(), mask=masks.astype(np.float64), reduction="none"),
+                      note="frames with an empty mask are skipped" if not masks.any(axis=(1, 2)).all() else "")
 
 
 def _image_metric(fn: Callable[..., Any], model: str | None = None) -> Compute:
@@ -448,7 +447,9 @@ def _transfer_3d(which: str | float) -> Compute:
         c = _carried_keypoints(inp)
         if c.gt.xyz is None:
             raise Unavailable("the ground-truth keypoints have no 3D positions")
-        r = epe_transfer(c.xyz, c.gt.confidence > 0, c.gt.xyz, inp.gt_keypoint_valid_3d())
+        xyz = c.gt.xyz
+        r = inp.memo("keypoint_transfer_3d",  # one pass serves epe_3d_kp, pck_3d_5cm and pck_3d_10cm
+                     lambda: epe_transfer(c.xyz, c.gt.confidence > 0, xyz, inp.gt_keypoint_valid_3d()))
         value = r.epe if which == "epe" else r.within[float(which)]
         note = c.note + (f"; {r.skipped} samples without a prediction left out" if r.skipped else "")
         return MetricResult(name, "train", True, value, r.pairs, note=note)

@@ -192,6 +192,8 @@ def draw_overlays(rec: Reconstruction, shot: Shot, rgb: np.ndarray, overlays: li
     out = rgb.copy()
     cams = shot.cameras
     step = max(1, (0 if rec.tracks is None else len(rec.tracks.xy)) // 200)
+    skeleton = np.asarray(rec.keypoints.skeleton).reshape(-1, 2) if rec.keypoints is not None else np.zeros((0, 2), int)
+    colours = [overlay_colour(k) for k in range(0, 0 if rec.tracks is None else len(rec.tracks.xy), step)]
     for i, t in enumerate(shot.times):
         img = np.ascontiguousarray(out[i])
         K, w2c = cams.K[i], cams.w2c[i]
@@ -200,7 +202,7 @@ def draw_overlays(rec: Reconstruction, shot: Shot, rgb: np.ndarray, overlays: li
             pts = rec.tracks.xyz[::step, max(0, t - trail):t + 1].astype(np.float64)
             xy, z = project(pts, K, w2c)
             for n in range(len(pts)):
-                c = overlay_colour(n * step)
+                c = colours[n]
                 line = [(float(x), float(y)) for (x, y), d in zip(xy[n], z[n]) if d > 0]
                 for a, b in pairwise(line):
                     cv2.line(img, (round(a[0]), round(a[1])), (round(b[0]), round(b[1])), c, 1, cv2.LINE_AA)
@@ -209,7 +211,7 @@ def draw_overlays(rec: Reconstruction, shot: Shot, rgb: np.ndarray, overlays: li
         if "skeleton" in overlays:
             assert rec.keypoints is not None and rec.keypoints.xyz is not None
             xy, z = project(rec.keypoints.xyz[t].astype(np.float64), K, w2c)
-            for a, b in np.asarray(rec.keypoints.skeleton).reshape(-1, 2):
+            for a, b in skeleton:
                 if z[a] > 0 and z[b] > 0:
                     cv2.line(img, (round(xy[a, 0]), round(xy[a, 1])), (round(xy[b, 0]), round(xy[b, 1])),
                              (255, 255, 255), 1, cv2.LINE_AA)

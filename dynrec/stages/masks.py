@@ -201,14 +201,12 @@ def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
     if empty > 0.1 * len(masks):
         ctx.console.print(f"[yellow]masks: {empty} of {len(masks)} frames have an empty mask; look at them with "
                           "`dynrec inspect WORK` and name the subject with --prompt-box x0,y0,x1,y1 if it is missed[/]")
-    if chosen == "prompt":
-        still = subject[~(scores.track[subject] >= params.moving)]
-        if len(still) == len(subject) and not 0.01 <= masks.mean() <= 0.5:
-            ctx.console.print(
-                f"[yellow]masks: the prompt names {len(subject)} track(s) that do not move against the camera and "
-                f"GrabCut grew them to {100 * masks.mean():.2f}% of the pixels: the prompt may lie on the "
-                "background rather than on an object; look at WORK/inspect/masks.png and put the point (or a "
-                "--prompt-box) on the subject[/]")
+    if chosen == "prompt" and not (scores.track[subject] >= params.moving).any() and not 0.01 <= masks.mean() <= 0.5:
+        ctx.console.print(
+            f"[yellow]masks: the prompt names {len(subject)} track(s) that do not move against the camera and "
+            f"GrabCut grew them to {100 * masks.mean():.2f}% of the pixels: the prompt may lie on the "
+            "background rather than on an object; look at WORK/inspect/masks.png and put the point (or a "
+            "--prompt-box) on the subject[/]")
     if chosen == "fixation":
         ctx.console.print(f"[yellow]masks: nothing moves on its own; the subject is what the camera keeps centred "
                           f"({len(subject)} tracks). Name it with --prompt x,y if that is wrong[/]")

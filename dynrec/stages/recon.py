@@ -697,9 +697,10 @@ def _train_and_write(ctx: StageContext, trainer: Trainer, params: ReconParams, d
     traj = traj_t.cpu().numpy()
     visible = data.track_visible.cpu().numpy()
     Tracks(xy, visible, visible.astype(np.float32), visible.argmax(1), traj).save(ctx.out / "tracks")
-    train_psnr = psnr(images / 255.0, data.images.cpu().numpy())
+    rendered, target = images / 255.0, data.images.cpu().numpy()
     fg = data.masks[..., 0].cpu().numpy() > 0.5
-    train_psnr_fg = psnr(images / 255.0, data.images.cpu().numpy(), mask=fg) if fg.any() else None
+    train_psnr = psnr(rendered, target)
+    train_psnr_fg = psnr(rendered, target, mask=fg) if fg.any() else None
     return {"final_losses": final, "train_psnr": train_psnr, "train_psnr_fg": train_psnr_fg, "resumed_at": resumed_at,
             "step_time_ms": trainer.timer.summary(), **kp_info, **meta, **device_info(device)}
 

@@ -82,7 +82,6 @@ class Viewer:
     def __init__(self, rec: Reconstruction, server: viser.ViserServer, console: Console | None = None):
         self.rec, self.server, self.console = rec, server, console or Console(stderr=True)
         self.time = 0
-        self.renders: list[Path] = []
         self._lock = threading.Lock()
         self._fg = rec.scene.gaussians.foreground.cpu().numpy()
         centres = np.linalg.inv(rec.w2c)[:, :3, 3]
@@ -252,7 +251,6 @@ class Viewer:
         while (base / f"view-{n:03d}").exists():
             n += 1
         folder = render(rec, [Shot(f"view-{n:03d}", path, list(range(T)))])[0]
-        self.renders.append(folder)
         self.console.print(f"[green]✓[/] rendered the current view: {folder}/rgb.mp4", highlight=False)
         return folder
 

@@ -282,8 +282,9 @@ def flow_start(flow: np.ndarray, xy: np.ndarray, radius: int) -> tuple[Tensor, T
     xy = xy.astype(np.float32)
     r = float(max(radius, 1))
     dx, dy = np.array([r, 0], np.float32), np.array([0, r], np.float32)
-    J = np.stack([(at(xy + dx) - at(xy - dx)) / (2 * r), (at(xy + dy) - at(xy - dy)) / (2 * r)], axis=-1)
-    moved = xy + (at(xy) + at(xy + dx) + at(xy - dx) + at(xy + dy) + at(xy - dy)) / 5
+    right, left, down, up = at(xy + dx), at(xy - dx), at(xy + dy), at(xy - dy)
+    J = np.stack([(right - left) / (2 * r), (down - up) / (2 * r)], axis=-1)
+    moved = xy + (at(xy) + right + left + down + up) / 5
     A = np.eye(2, dtype=np.float32)[None] + J
     ok = np.isfinite(moved).all(1) & np.isfinite(A).all((1, 2)) & (np.linalg.det(A) > 0.25)
     moved[~ok] = xy[~ok]

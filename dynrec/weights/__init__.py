@@ -23,7 +23,6 @@ from dynrec.weights.catalog import (
     COTRACKER,
     METRIC_WEIGHTS,
     Weight,
-    for_file,
     for_hf_model,
     get,
 )
@@ -39,7 +38,7 @@ from dynrec.weights.locate import (
 )
 
 __all__ = ["BY_NAME", "CATALOG", "COTRACKER", "METRIC_WEIGHTS", "DownloadFailed", "Found", "Weight", "WeightsNotFound",
-           "candidate_folders", "default_dir", "ensure", "fetch", "for_file", "for_hf_model", "get",
+           "candidate_folders", "default_dir", "ensure", "fetch", "for_hf_model", "get",
            "hub_cache_snapshot", "locate", "network_allowed", "search_dirs", "target_dir",
            "torch_hub_checkpoints"]
 
@@ -142,11 +141,12 @@ def ensure(weights: Iterable[Weight], weights_dir: Path | str | None, console: C
     if missing and (offline or not network_allowed()):
         raise WeightsNotFound(missing, "offline: nothing is downloaded")
     failures: dict[str, str] = {}
+    paths = {f.weight.name: f.path for f in found if f.path is not None}
     for f in missing:
         try:
-            fetch(f.weight, weights_dir, console)
+            paths[f.weight.name] = fetch(f.weight, weights_dir, console)
         except DownloadFailed as exc:
             failures[f.weight.name] = str(exc)
     if failures:
         raise WeightsNotFound([f for f in missing if f.weight.name in failures], "download failed", failures)
-    return {f.weight.name: f.path or locate(f.weight, weights_dir).path for f in found}
+    return paths

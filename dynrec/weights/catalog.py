@@ -112,6 +112,3 @@ def for_hf_model(model_id: str, used_by: str) -> Weight | None:
     return _hf(model_id, model_id, used_by, "see the model card", "?")
 
 
-def for_file(filename: str) -> Weight | None:
-    """The catalogue entry of a checkpoint file name, or None (a user's own file)."""
-    return next((w for w in CATALOG if w.kind == "url" and w.filename == filename), None)
