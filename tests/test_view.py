@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import dynrec
 from dynrec.artifacts import Frames
 from dynrec.pipeline.result import load_reconstruction
+from dynrec.render.paths import camera_up, look_at_up
 
 viser = pytest.importorskip("viser")
 
@@ -132,12 +134,18 @@ def test_view_names_a_port_in_use_and_a_missing_reconstruction(cli, work, gt_wor
     assert r.code == 1 and "no reconstruction" in r.err and "dynrec reconstruct" in r.err
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None,
-                    reason="no headless browser: Debian's `chromium` is not installed (apt-get install chromium)")
+needs_chromium = pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="no headless browser: Debian's `chromium` is not installed (apt-get install chromium)")
+
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+            "--window-size=640,480"]
+
+
+@needs_chromium
 def test_viewer_in_a_real_browser(work, tmp_path):
-    """A screenshot by headless Chromium shows the scene. (Two screenshots of one time differ in
-    thousands of pixels under software WebGL, so the time slider's effect is checked in
-    process, on the splats the server sends, by the first test.)"""
+    """``serve`` (the command's server) answers a headless Chromium whose screenshot of the page
+    shows the scene."""
     rec = load_reconstruction(work)
     port = free_port()
     ready, stop = threading.Event(), threading.Event()
@@ -145,18 +153,104 @@ def test_viewer_in_a_real_browser(work, tmp_path):
     thread.start()
     try:
         assert ready.wait(60)
-
-        def shot(name: str) -> np.ndarray:
-            path = tmp_path / name
-            subprocess.run(["chromium", "--headless", "--no-sandbox", "--use-angle=swiftshader",
-                            "--enable-unsafe-swiftshader", "--window-size=640,480", "--virtual-time-budget=15000",
-                            f"--screenshot={path}", f"http://127.0.0.1:{port}/"], check=True, timeout=120,
-                           capture_output=True)
-            return np.asarray(Image.open(path).convert("RGB")).astype(int)
-
-        first = shot("a.png")
-        background = first[-1, -1]
-        assert (np.abs(first - background).sum(-1) > 30).mean() > 0.01
+        path = tmp_path / "page.png"
+        subprocess.run([*CHROMIUM, "--virtual-time-budget=15000", f"--screenshot={path}", f"http://127.0.0.1:{port}/"],
+                       check=True, timeout=120, capture_output=True)
+        shot = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        assert (np.abs(shot - shot[-1, -1]).sum(-1) > 30).mean() > 0.01
     finally:
         stop.set()
         thread.join(30)
+
+
+def camera_across_motion(rec, width: int, height: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(w2c [4, 4], K [3, 3], vertical fov)`` of a camera that looks at the foreground from
+    the side of its motion between the first and the last frame, the foreground filling the view."""
+    fg = rec.scene.gaussians.foreground.numpy()
+    first, last = (rec.scene.snapshot(t).means[fg].numpy().astype(np.float64) for t in (0, rec.T - 1))
+    up = camera_up(rec.w2c)
+    move = last.mean(0) - first.mean(0)
+    side = np.cross(move, up) / np.linalg.norm(np.cross(move, up))
+    centre = (first.mean(0) + last.mean(0)) / 2
+    radius = float(np.percentile(np.linalg.norm(np.concatenate([first, last]) - centre, axis=1), 95))
+    w2c = look_at_up(centre + 4 * radius * side, centre, up)
+    fov = float(2 * np.arctan(1.6 / 4))
+    f = height / (2 * np.tan(fov / 2))
+    return w2c, np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]]), fov
+
+
+def covered_centroid(alpha: np.ndarray) -> np.ndarray:
+    """[2] mean pixel (x, y) where ``alpha`` [H, W] (in 0..1) exceeds one half."""
+    ys, xs = np.nonzero(alpha > 0.5)
+    assert len(xs) > 0.01 * alpha.size, "the foreground covers (almost) nothing"
+    return np.array([xs.mean(), ys.mean()])
+
+
+@needs_chromium
+def test_time_slider_moves_the_scene_in_a_real_browser(work, tmp_path):
+    """Headless Chromium draws the foreground where the slider's time puts it.
+
+    The browser renders the viewer through viser's ``get_render`` (PNG, transparent where
+    nothing is drawn) from a camera looking across the foreground's motion, with only the
+    foreground shown. The statistic is the centroid of the covered pixels (alpha > 0.5); the
+    alpha of a pixel does not depend on the splats' blending order, so the same time gives
+    the same picture (software WebGL). Moving the slider (its GUI handle's value, as the
+    browser's slider sets it) to the last frame must move that centroid as dynrec's own
+    renderer moves it, and moving it back must restore it."""
+    rec = load_reconstruction(work)
+    W, H = 320, 240
+    w2c, K, fov = camera_across_motion(rec, W, H)
+    c2w = np.linalg.inv(w2c)
+    wxyz, position = matrix_wxyz(c2w[:3, :3]), c2w[:3, 3]
+
+    def model_centroid(t: int) -> np.ndarray:
+        snap = rec.scene.snapshot(t)
+        keep = snap.foreground
+        with torch.no_grad():
+            _, alpha = rec.scene.render_features(snap.means[keep], snap.quats[keep], None,
+                                                 torch.ones(int(keep.sum()), 1), torch.from_numpy(K).float(),
+                                                 torch.from_numpy(w2c).float(), W, H)
+        return covered_centroid(alpha[..., 0].numpy())
+
+    port = free_port()
+    server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
+    browser = None
+    try:
+        viewer = Viewer(rec, server)
+        browser = subprocess.Popen([*CHROMIUM, f"--user-data-dir={tmp_path / 'profile'}", f"http://127.0.0.1:{port}/"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 60
+        while not server.get_clients() and time.monotonic() < end:
+            time.sleep(0.1)
+        client = next(iter(server.get_clients().values()))  # StopIteration: the page never connected
+        with client.atomic():
+            client.camera.fov, client.camera.wxyz, client.camera.position = fov, wxyz, position
+        for part in ("background", "cameras", "tracks", "skeleton"):
+            viewer.toggles[part].value = False
+
+        def browser_centroid() -> np.ndarray:
+            image = client.get_render(H, W, wxyz=wxyz, position=position, fov=fov, transport_format="png",
+                                      timeout=60)
+            return covered_centroid(image[..., 3] / 255.0)
+
+        browser_centroid()  # the first frame after the camera moved may still use the old projection
+        start = browser_centroid()
+        time.sleep(1.0)
+        assert np.abs(browser_centroid() - start).max() < 0.25  # the slider not moved: the picture stays
+        viewer.slider.value = rec.T - 1
+        moved = browser_centroid() - start
+        expected = model_centroid(rec.T - 1) - model_centroid(0)
+        assert np.linalg.norm(expected) > 8, "the fixture's foreground barely moves in this view"
+        assert 0.5 < np.linalg.norm(moved) / np.linalg.norm(expected) < 2, (moved, expected)
+        assert moved @ expected / (np.linalg.norm(moved) * np.linalg.norm(expected)) > 0.9, (moved, expected)
+        viewer.slider.value = 0
+        assert np.abs(browser_centroid() - start).max() < 0.25
+    finally:
+        if browser is not None:
+            browser.terminate()
+            try:
+                browser.wait(10)
+            except subprocess.TimeoutExpired:
+                browser.kill()
+                browser.wait()
+        server.stop()
