@@ -234,12 +234,12 @@ def render(
 @app.command()
 def export(
     work: WorkArg = Path("."),
-    format_: Annotated[str, typer.Option("--format", help="ply | splat | cameras | tracks | all (comma-separated).")] = "all",
+    format_: Annotated[str, typer.Option("--format", help="ply | splat | dynamic | cameras | tracks | all (comma-separated).")] = "all",
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Folder to write into (default: WORK/export).")] = None,
-    time: Annotated[str, typer.Option("--time", help="Frames of the ply / splat files: all | T | A:B (both included).")] = "all",
+    time: Annotated[str, typer.Option("--time", help="Frames of the ply / splat / dynamic files: all | T | A:B (both included).")] = "all",
     sh_degree: Annotated[int, typer.Option("--sh-degree", help="Spherical-harmonic degree of the PLY (0; 3 for viewers that need 45 f_rest).")] = 0,
 ) -> None:
-    """Files other tools open: 3DGS PLY and .splat per frame, cameras (transforms.json, TUM), 3D tracks."""
+    """Files other tools open: 3DGS PLY and .splat per frame, canonical PLY + motion, cameras (transforms.json, TUM), 3D tracks."""
     from dynrec.export.core import check_output_dir, parse_formats
     from dynrec.export.core import export as run_export
     from dynrec.pipeline.result import load_reconstruction

@@ -15,6 +15,8 @@ from evo.tools import file_interface
 from plyfile import PlyData
 
 from dynrec.artifacts import Cameras, Tracks
+from dynrec.errors import DynrecError
+from dynrec.export.dynamic import CompactMotion, frame_gaussians, read_dynamic, write_dynamic
 from dynrec.export.gaussians import (
     SH_C0,
     ply_properties,
@@ -24,11 +26,13 @@ from dynrec.export.gaussians import (
     write_splat,
 )
 from dynrec.geometry.camera import CV_TO_GL, project
-from dynrec.geometry.se3 import matrix_to_rot6d
+from dynrec.geometry.se3 import matrix_to_rot6d, quat_to_matrix
 from dynrec.model.gaussians import Gaussians
 from dynrec.model.himor import GlobalBases
 from dynrec.model.restore import load_scene
 from dynrec.model.scene import DynamicScene
+from dynrec.model.sirenpose import SirenResidual
+from dynrec.model.skinning import deform as skin_deform
 
 
 def _logit(p: float) -> float:
@@ -170,6 +174,99 @@ def test_cameras_and_tracks_read_back(cli, trained_work, tmp_path):
     np.testing.assert_allclose(row[3:6], ours.xyz[7, 4], rtol=1e-6)
     assert row[6] == ours.visible[7, 4]
     assert npz["keypoints_xyz"].shape[0] == T and (out / "tracks" / "keypoints.csv").is_file()
+
+
+def test_dynamic_export_gives_the_per_frame_plys(cli, trained_work, tmp_path):
+    out = tmp_path / "exp"
+    r = cli("export", trained_work, "--format", "ply,dynamic", "-o", out)
+    assert r.code == 0, r.err + r.out
+    folder = out / "dynamic"
+    assert sorted(p.name for p in folder.iterdir()) == ["canonical.ply", "motion.npz"]
+    motion = CompactMotion.load(folder)
+    scene = load_scene(trained_work / "recon")
+    T = scene.motion.num_frames
+    assert motion.blend == "dual-quaternion" and motion.time.tolist() == list(range(T))
+    assert motion.node_rotations.shape == (T, scene.motion.num_leaves, 4)
+    for t in (0, 6, T - 1):
+        ply, ours = read_ply(out / "ply" / f"frame_{t:05d}.ply"), read_dynamic(folder, t)
+        np.testing.assert_allclose(ours["means"], ply["means"], atol=1e-5)
+        np.testing.assert_allclose(ours["quats"], ply["quats"], atol=1e-5)
+        for name in ("scales", "opacities", "colors"):
+            np.testing.assert_array_equal(ours[name], ply[name])
+    assert np.abs(read_dynamic(folder, T - 1)["means"] - read_dynamic(folder, 0)["means"]).max() > 1e-2
+    size = lambda d: sum(f.stat().st_size for f in d.iterdir())
+    assert size(folder) * 5 < size(out / "ply")  # 16 frames of the tiny scene: about 14x smaller
+    # --time: only those frames' motion; another frame is an error that lists the frames
+    r = cli("export", trained_work, "--format", "dynamic", "--time", "3:5", "-o", out)
+    assert r.code == 0 and CompactMotion.load(folder).time.tolist() == [3, 4, 5]
+    with pytest.raises(DynrecError, match="frame 7 is not in the compact export, which has frames 3, 4, 5"):
+        read_dynamic(folder, 7)
+
+
+def test_dynamic_export_includes_the_siren_residual(trained_work, tmp_path):
+    scene = load_scene(trained_work / "recon")
+    before = scene.snapshot(4).means
+    fg = scene.gaussians.foreground
+    scene.residual = SirenResidual(scene.motion.num_frames, scene.gaussians.means[fg].mean(0).detach(), 1.0,
+                                   out_scale=0.3)
+    scene.refresh_skinning()
+    assert (scene.snapshot(4).means - before).abs().max() > 1e-2  # the residual moves the foreground
+    write_dynamic(tmp_path, scene, [0, 4, 9], fps=10.0)
+    for t in (0, 4, 9):
+        snap, ours = scene.snapshot(t), read_dynamic(tmp_path, t)
+        np.testing.assert_allclose(ours["means"], snap.means.numpy(), atol=1e-5)
+        np.testing.assert_allclose(ours["quats"], snap.quats.numpy(), atol=1e-5)
+
+
+def test_dynamic_export_of_global_bases_lands_where_computed_by_hand(tmp_path):
+    scene = known_scene()
+    write_dynamic(tmp_path, scene, [0, 3], fps=10.0)
+    motion = CompactMotion.load(tmp_path)
+    assert motion.blend == "rot6d" and motion.foreground.tolist() == [False, True]
+    canonical = read_ply(tmp_path / "canonical.ply")
+    np.testing.assert_allclose(canonical["means"], [[0, 0, 5], [1, 2, 3]], atol=1e-7)
+    means, quats = frame_gaussians(motion, canonical["means"], canonical["quats"], 3)
+    a = 0.3  # 0.1 t rad about z, then + (0.1 t, 0, 0)
+    np.testing.assert_allclose(means, [[0, 0, 5], [math.cos(a) - 2 * math.sin(a) + 0.3, math.sin(a) + 2 * math.cos(a), 3]],
+                               atol=1e-6)
+    np.testing.assert_allclose(quats, [[1, 0, 0, 0], [math.cos(a / 2), 0, 0, math.sin(a / 2)]], atol=1e-6)
+
+
+def test_numpy_blend_equals_the_models_on_random_and_opposite_node_rotations():
+    """``frame_gaussians``' dual-quaternion blend against :func:`dynrec.model.skinning.deform`,
+    with node rotations of +-170 degrees about z (w >= 0 yet q1 . q2 < 0: the hemisphere flip)."""
+    gen = torch.Generator().manual_seed(0)
+    L, G, K = 6, 40, 3
+    q = torch.nn.functional.normalize(torch.randn(L, 4, generator=gen), dim=-1)
+    q[:2] = torch.tensor([[math.cos(math.radians(85)), 0, 0, math.sin(math.radians(85))],
+                          [math.cos(math.radians(85)), 0, 0, -math.sin(math.radians(85))]])
+    q = torch.where(q[:, :1] < 0, -q, q)
+    trans = torch.randn(L, 3, generator=gen)
+    leaves = torch.eye(4).repeat(1, L, 1, 1)
+    leaves[0, :, :3, :3], leaves[0, :, :3, 3] = quat_to_matrix(q), trans
+    idx = torch.stack([torch.randperm(L, generator=gen)[:K] for _ in range(G)])
+    idx[0] = torch.tensor([0, 1, 2])
+    w = torch.softmax(torch.randn(G, K, generator=gen), -1)
+    means, quats = torch.randn(G, 3, generator=gen), torch.nn.functional.normalize(torch.randn(G, 4, generator=gen), dim=-1)
+    want_means, want_quats = skin_deform(means, quats, idx, w, leaves)
+    motion = CompactMotion(np.array([0]), np.array([0.0]), np.ones(G, bool), "dual-quaternion",
+                           node_rotations=q[None].numpy(), node_translations=trans[None].numpy(),
+                           skin_index=idx.numpy(), skin_weights=w.numpy())
+    got_means, got_quats = frame_gaussians(motion, means.numpy(), quats.numpy(), 0)
+    np.testing.assert_allclose(got_means, want_means[0].numpy(), atol=1e-5)
+    want_quats = torch.nn.functional.normalize(want_quats[0], dim=-1).numpy()
+    np.testing.assert_allclose(got_quats, want_quats, atol=1e-5)
+
+
+def test_compact_motion_names_a_bad_field(tmp_path):
+    write_dynamic(tmp_path, known_scene(), [0, 1], fps=10.0)
+    good = dict(np.load(tmp_path / "motion.npz"))
+    np.savez(tmp_path / "motion.npz", **{**good, "coefficients": good["coefficients"][:, :0]})
+    with pytest.raises(DynrecError, match="motion.npz.*coefficients"):
+        CompactMotion.load(tmp_path)
+    np.savez(tmp_path / "motion.npz", **{k: v for k, v in good.items() if k != "basis_rot6d"})
+    with pytest.raises(DynrecError, match="motion.npz.*basis_rot6d.*missing"):
+        CompactMotion.load(tmp_path)
 
 
 def test_export_bad_input(cli, gt_work, trained_work, tmp_path):

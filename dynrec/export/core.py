@@ -1,8 +1,9 @@
-"""``dynrec export WORK --format ply|splat|cameras|tracks|all -o DIR``.
+"""``dynrec export WORK --format ply|splat|dynamic|cameras|tracks|all -o DIR``.
 
 Each format goes into its own folder of ``DIR`` (``ply/frame_00000.ply``,
-``splat/frame_00000.splat``, ``cameras/transforms.json`` + ``trajectory.tum.txt`` +
-``images/``, ``tracks/tracks.npz`` + CSV), built in a temporary folder and swapped into
+``splat/frame_00000.splat``, ``dynamic/canonical.ply`` + ``motion.npz``,
+``cameras/transforms.json`` + ``trajectory.tum.txt`` + ``images/``, ``tracks/tracks.npz`` +
+CSV), built in a temporary folder and swapped into
 place when complete, so a failed export leaves an earlier one as it was.
 """
 
@@ -17,11 +18,12 @@ from PIL import Image
 
 from dynrec.errors import DynrecError
 from dynrec.export.cameras import transforms_json, write_transforms, write_tum
+from dynrec.export.dynamic import write_dynamic
 from dynrec.export.gaussians import write_ply, write_splat
 from dynrec.export.tracks import write_tracks
 from dynrec.pipeline.result import Reconstruction
 
-FORMATS = ("ply", "splat", "cameras", "tracks")
+FORMATS = ("ply", "splat", "dynamic", "cameras", "tracks")
 
 #: ``progress(description, done, total)``.
 ProgressFn = Callable[[str, int, int], None]
@@ -95,6 +97,13 @@ def _gaussians(ext: str) -> Callable[..., list[Path]]:
     return run
 
 
+def _dynamic(rec: Reconstruction, folder: Path, times: list[int], sh_degree: int,
+             progress: ProgressFn) -> list[Path]:
+    """The canonical Gaussians and the motion at ``times`` (:mod:`dynrec.export.dynamic`)."""
+    progress("export dynamic", 0, 1)
+    return write_dynamic(folder, rec.scene, times, rec.fps, sh_degree)
+
+
 def _cameras(rec: Reconstruction, folder: Path, times: list[int], sh_degree: int,
              progress: ProgressFn) -> list[Path]:
     """Every kept frame's camera (``times`` does not apply: a camera file describes the video)."""
@@ -126,6 +135,6 @@ def _tracks(rec: Reconstruction, folder: Path, times: list[int], sh_degree: int,
 
 
 _WRITERS: dict[str, Callable[..., list[Path]]] = {
-    "ply": _gaussians("ply"), "splat": _gaussians("splat"),
+    "ply": _gaussians("ply"), "splat": _gaussians("splat"), "dynamic": _dynamic,
     "cameras": _cameras, "tracks": _tracks,
 }
