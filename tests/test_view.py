@@ -4,6 +4,7 @@ code; as a command it prints the URL, stops on Ctrl-C and names a port in use.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -186,17 +187,61 @@ def covered_centroid(alpha: np.ndarray) -> np.ndarray:
     return np.array([xs.mean(), ys.mean()])
 
 
+class DevTools:
+    """A page of headless Chromium driven over the DevTools protocol (the page Chromium
+    opened at start, in ``profile``, with ``--remote-debugging-port=0``)."""
+
+    def __init__(self, profile: Path, timeout: float = 60.0):
+        from websockets.sync.client import connect  # viser's own dependency
+
+        active = profile / "DevToolsActivePort"
+        end = time.monotonic() + timeout
+        while not active.is_file() or not active.read_text().strip():
+            assert time.monotonic() < end, "Chromium did not open its DevTools port"
+            time.sleep(0.1)
+        port = int(active.read_text().split()[0])
+        pages = json.loads(get(f"http://127.0.0.1:{port}/json/list", timeout=10))
+        self.socket = connect(next(p for p in pages if p["type"] == "page")["webSocketDebuggerUrl"], max_size=None)
+        self.calls = 0
+
+    def call(self, method: str, **params: object) -> dict:
+        self.calls += 1
+        self.socket.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:  # events arrive between the answers
+            message = json.loads(self.socket.recv(timeout=30))
+            if message.get("id") == self.calls:
+                assert "error" not in message, message
+                return message["result"]
+
+    def evaluate(self, expression: str) -> object:
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def press(self, key: str, code: int) -> None:
+        for kind in ("keyDown", "keyUp"):
+            self.call("Input.dispatchKeyEvent", type=kind, key=key, code=key, windowsVirtualKeyCode=code)
+
+
+def wait_for(condition, timeout: float = 20.0) -> bool:
+    """Poll ``condition()`` until it is true or ``timeout`` seconds pass; its last value."""
+    end = time.monotonic() + timeout
+    while not condition() and time.monotonic() < end:
+        time.sleep(0.05)
+    return bool(condition())
+
+
 @needs_chromium
 def test_time_slider_moves_the_scene_in_a_real_browser(work, tmp_path):
-    """Headless Chromium draws the foreground where the slider's time puts it.
+    """Headless Chromium draws the foreground where the time slider puts it.
 
-    The browser renders the viewer through viser's ``get_render`` (PNG, transparent where
-    nothing is drawn) from a camera looking across the foreground's motion, with only the
-    foreground shown. The statistic is the centroid of the covered pixels (alpha > 0.5); the
-    alpha of a pixel does not depend on the splats' blending order, so the same time gives
-    the same picture (software WebGL). Moving the slider (its GUI handle's value, as the
-    browser's slider sets it) to the last frame must move that centroid as dynrec's own
-    renderer moves it, and moving it back must restore it."""
+    The time slider is moved in the browser (its thumb focused, the End key pressed, over the
+    DevTools protocol): the server's slider follows and the browser then draws the last
+    frame. The browser renders the viewer through viser's ``get_render`` (PNG, transparent
+    where nothing is drawn) from a camera looking across the foreground's motion, with only
+    the foreground shown. The statistic is the centroid of the covered pixels (alpha > 0.5);
+    the alpha of a pixel does not depend on the splats' blending order, so the same time
+    gives the same picture (software WebGL). The move must shift that centroid as dynrec's own
+    renderer shifts it; setting the slider back on the server (its GUI handle's value) moves
+    the browser's thumb and restores the picture."""
     rec = load_reconstruction(work)
     W, H = 320, 240
     w2c, K, fov = camera_across_motion(rec, W, H)
@@ -214,15 +259,14 @@ def test_time_slider_moves_the_scene_in_a_real_browser(work, tmp_path):
 
     port = free_port()
     server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
-    browser = None
+    browser = page = None
     try:
         viewer = Viewer(rec, server)
-        browser = subprocess.Popen([*CHROMIUM, f"--user-data-dir={tmp_path / 'profile'}", f"http://127.0.0.1:{port}/"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        end = time.monotonic() + 60
-        while not server.get_clients() and time.monotonic() < end:
-            time.sleep(0.1)
-        client = next(iter(server.get_clients().values()))  # StopIteration: the page never connected
+        profile = tmp_path / "profile"
+        browser = subprocess.Popen([*CHROMIUM, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                                    f"http://127.0.0.1:{port}/"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_for(server.get_clients, 60), "the page never connected"
+        client = next(iter(server.get_clients().values()))
         with client.atomic():
             client.camera.fov, client.camera.wxyz, client.camera.position = fov, wxyz, position
         for part in ("background", "cameras", "tracks", "skeleton"):
@@ -237,15 +281,23 @@ def test_time_slider_moves_the_scene_in_a_real_browser(work, tmp_path):
         start = browser_centroid()
         time.sleep(1.0)
         assert np.abs(browser_centroid() - start).max() < 0.25  # the slider not moved: the picture stays
-        viewer.slider.value = rec.T - 1
+        page = DevTools(profile)
+        thumb = "document.querySelector('[role=slider]')"  # the first slider: time
+        assert wait_for(lambda: page.evaluate(f"{thumb} && {thumb}.getAttribute('aria-valuemax')") == str(rec.T - 1))
+        assert page.evaluate(f"{thumb}.focus(), document.activeElement === {thumb}")
+        page.press("End", 35)
+        assert wait_for(lambda: viewer.slider.value == rec.T - 1), "the browser's slider did not reach the server"
         moved = browser_centroid() - start
         expected = model_centroid(rec.T - 1) - model_centroid(0)
         assert np.linalg.norm(expected) > 8, "the fixture's foreground barely moves in this view"
         assert 0.5 < np.linalg.norm(moved) / np.linalg.norm(expected) < 2, (moved, expected)
         assert moved @ expected / (np.linalg.norm(moved) * np.linalg.norm(expected)) > 0.9, (moved, expected)
         viewer.slider.value = 0
+        assert wait_for(lambda: page.evaluate(f"{thumb}.getAttribute('aria-valuenow')") == "0")
         assert np.abs(browser_centroid() - start).max() < 0.25
     finally:
+        if page is not None:
+            page.socket.close()
         if browser is not None:
             browser.terminate()
             try:
