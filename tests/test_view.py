@@ -287,6 +287,8 @@ def test_time_slider_moves_the_scene_in_a_real_browser(work, tmp_path):
         assert page.evaluate(f"{thumb}.focus(), document.activeElement === {thumb}")
         page.press("End", 35)
         assert wait_for(lambda: viewer.slider.value == rec.T - 1), "the browser's slider did not reach the server"
+        # the handle's value changes before its callback has deformed and sent the foreground
+        assert wait_for(lambda: viewer.time == rec.T - 1), "the slider's callback did not show the last frame"
         moved = browser_centroid() - start
         expected = model_centroid(rec.T - 1) - model_centroid(0)
         assert np.linalg.norm(expected) > 8, "the fixture's foreground barely moves in this view"
