@@ -237,3 +237,51 @@ def test_preprocess_fetches_a_learned_model_before_running(hub: Hub, weights: Pa
     import json
 
     assert json.loads((work / "depth" / "manifest.json").read_text())["info"]["weights"] == str(got)
+
+
+def test_one_lookup_for_files_models_and_hub_clones(tmp_path: Path, monkeypatch) -> None:
+    """dynrec.weights.locate is the one lookup: the learned backends, the metrics and
+    ``dynrec weights`` find the same file / folder / torch.hub clone, in the same order."""
+    from dynrec.learned.cotracker import load_cotracker
+    from dynrec.learned.weights import find_file as learned_file
+    from dynrec.learned.weights import resolve_model
+    from dynrec.metrics.weights import find_weights
+    from dynrec.weights import cached_hub_repo, find_file, find_model, get, locate
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("DYNREC_WEIGHTS", str(tmp_path / "env"))
+    ckpts = tmp_path / "torch" / "hub" / "checkpoints"
+    for d in (ckpts, tmp_path / "env", tmp_path / "w"):
+        d.mkdir(parents=True)
+        (d / "i3d_torchscript.pt").write_bytes(b"x")
+    # --weights-dir, then $DYNREC_WEIGHTS, then the torch hub checkpoints
+    for expected in (tmp_path / "w", tmp_path / "env", ckpts):
+        assert find_file("i3d_torchscript.pt", tmp_path / "w")[0] == expected / "i3d_torchscript.pt"
+        assert find_weights("i3d_torchscript.pt", tmp_path / "w", "fvd") == expected / "i3d_torchscript.pt"
+        assert learned_file("i3d_torchscript.pt", tmp_path / "w") == expected / "i3d_torchscript.pt"
+        assert locate(get("i3d"), tmp_path / "w").path == expected / "i3d_torchscript.pt"
+        (expected / "i3d_torchscript.pt").unlink()
+    hit, searched = find_file("i3d_torchscript.pt", tmp_path / "w", extra=[tmp_path / "x.pt"])
+    assert hit is None and searched == [str(tmp_path / "w" / "i3d_torchscript.pt"),
+                                        str(tmp_path / "env" / "i3d_torchscript.pt"),
+                                        str(tmp_path / "cache" / "dynrec" / "weights" / "i3d_torchscript.pt"),
+                                        str(ckpts / "i3d_torchscript.pt"), str(tmp_path / "x.pt")]
+    # a Hugging Face model folder: <dir>/org--name is found by all three
+    folder = tmp_path / "env" / "facebook--sam-vit-base"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert find_model("facebook/sam-vit-base", tmp_path / "w")[0] == folder
+    assert resolve_model("facebook/sam-vit-base", tmp_path / "w") == folder
+    assert locate(get("sam-vit-base"), tmp_path / "w").path == folder
+    # a torch.hub clone (a ':ref' suffix ignored); CoTracker loads the cached clone offline
+    assert cached_hub_repo("facebookresearch/co-tracker") is None
+    clone = tmp_path / "torch" / "hub" / "facebookresearch_co-tracker_main"
+    clone.mkdir(parents=True)
+    (clone / "hubconf.py").write_text(
+        "import torch\n\ndef cotracker3_offline(pretrained=True):\n    return torch.nn.Linear(2, 3)\n")
+    assert cached_hub_repo("facebookresearch/co-tracker") == clone
+    assert cached_hub_repo("facebookresearch/co-tracker:main") == clone
+    assert locate(get("cotracker-code"), None).path == clone
+    net = load_cotracker(weights_dir=tmp_path / "w")
+    assert net.weight.shape == (3, 2)

@@ -26,21 +26,12 @@ import torch.nn.functional as F
 
 from dynrec.errors import DynrecError
 from dynrec.learned.weights import WeightsMissing, find_file, torch_device
+from dynrec.weights.locate import cached_hub_repo
 
 DEFAULT_HUB = "facebookresearch/co-tracker"
 DEFAULT_MODEL = "cotracker3_offline"
 CHECKPOINTS = {"cotracker3_offline": "scaled_offline.pth", "cotracker3_online": "scaled_online.pth"}
 BACKEND = "tracks (CoTracker3)"
-
-
-def _cached_hub_repo(hub_name: str) -> Path | None:
-    """The folder torch.hub cloned ``owner/repo`` into earlier, if any (no network)."""
-    owner_repo = hub_name.split(":")[0].replace("/", "_")
-    for branch in ("main", "master"):
-        p = Path(torch.hub.get_dir()) / f"{owner_repo}_{branch}"
-        if (p / "hubconf.py").is_file():
-            return p
-    return None
 
 
 def load_cotracker(
@@ -83,7 +74,7 @@ def load_cotracker(
                 f"https://github.com/{DEFAULT_HUB} (or use --offline for the optical-flow tracker)"
             )
         source, where = "local", str(repo)
-    elif (cached := _cached_hub_repo(hub_name)) is not None:
+    elif (cached := cached_hub_repo(hub_name)) is not None:
         source, where = "local", str(cached)
     else:
         source, where = "github", hub_name

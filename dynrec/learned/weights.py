@@ -7,11 +7,12 @@ holds a ``config.json`` among
    then ``$DYNREC_WEIGHTS`` and ``~/.cache/dynrec/weights`` (:func:`dynrec.weights.search_dirs`),
 2. the Hugging Face hub cache (``snapshot_download(local_files_only=True)``).
 
-Nothing here downloads: the pipeline fetches what the learned stages need before they run
-(:mod:`dynrec.weights`). A plain file (a torch checkpoint) is looked for as ``<dir>/<file>`` in the same folders and
-then in ``$TORCH_HOME/hub/checkpoints``. A miss raises :class:`WeightsMissing`, which names
-the model, every place searched, and what to do (``--weights-dir``, ``DYNREC_WEIGHTS`` or the
-``--offline`` backends).
+A plain file (a torch checkpoint) is looked for as ``<dir>/<file>`` in the same folders and
+then in ``$TORCH_HOME/hub/checkpoints``. The lookup itself is :mod:`dynrec.weights.locate`'s
+(shared with ``dynrec weights`` and the metrics). Nothing here downloads: the pipeline fetches
+what the learned stages need before they run (:mod:`dynrec.weights`). A miss raises
+:class:`WeightsMissing`, which names the model, every place searched, and what to do
+(``--weights-dir``, ``DYNREC_WEIGHTS`` or the ``--offline`` backends).
 """
 
 from __future__ import annotations
@@ -20,15 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dynrec.errors import DynrecError
-from dynrec.weights.locate import (
-    candidate_folders,
-    hub_cache_snapshot,
-    search_dirs,
-    torch_hub_checkpoints,
-)
+from dynrec.weights.locate import find_file as lookup_file
+from dynrec.weights.locate import find_model
 
-__all__ = ["WeightsMissing", "candidate_folders", "find_file", "hub_cache_snapshot", "load_transformers_model",
-           "resolve_model"]
+__all__ = ["WeightsMissing", "find_file", "load_transformers_model", "resolve_model"]
 
 OFFLINE_HINT = (
     "put the weights in --weights-dir DIR (or DYNREC_WEIGHTS) as DIR/<org>/<name>, "
@@ -61,14 +57,10 @@ def resolve_model(
     Raises:
         WeightsMissing: not in any weights folder nor in the hub cache.
     """
-    folders = candidate_folders(model_id, weights_dir)
-    for f in folders:
-        if (f / "config.json").is_file():
-            return f
-    snap = hub_cache_snapshot(model_id)
-    if snap is not None:
-        return snap
-    raise WeightsMissing(model_id, [*folders, "Hugging Face cache"], hint, backend)
+    folder, searched = find_model(model_id, weights_dir)
+    if folder is None:
+        raise WeightsMissing(model_id, searched, hint, backend)
+    return folder
 
 
 def find_file(
@@ -79,12 +71,10 @@ def find_file(
     p = Path(filename).expanduser()
     if p.is_file():
         return p
-    dirs = [*search_dirs(weights_dir), torch_hub_checkpoints()]
-    for d in dirs:
-        if (d / p.name).is_file():
-            return d / p.name
-    searched = [p, *dirs] if p.parent != Path() else dirs
-    raise WeightsMissing(str(filename), searched, hint, backend)
+    hit, searched = lookup_file(p.name, weights_dir)
+    if hit is None:
+        raise WeightsMissing(str(filename), [str(p), *searched] if p.parent != Path() else searched, hint, backend)
+    return hit
 
 
 def hf_quiet():

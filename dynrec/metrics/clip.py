@@ -33,7 +33,8 @@ from dynrec.metrics.base import (
     as_image_batch,
     reduce_frames,
 )
-from dynrec.metrics.weights import WeightsMissing, search_dirs
+from dynrec.metrics.weights import WeightsMissing
+from dynrec.weights.locate import find_model
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -177,25 +178,19 @@ def load_clip(
         WeightsMissing: no checkpoint found, or transformers is not installed.
     """
     name = str(name_or_path)
-    candidates: list[Path] = []
-    if Path(name).expanduser().is_dir():
-        candidates.append(Path(name).expanduser())
-    dirs = search_dirs(weights_dir)
-    for d in dirs:
-        for sub in dict.fromkeys([name, name.replace("/", "--"), name.rsplit("/", 1)[-1]]):
-            candidates.append(d / sub)
-    folder = next((c for c in candidates if (c / "config.json").is_file()), None)
+    given = Path(name).expanduser()
+    folder, searched = (given, [str(given)]) if (given / "config.json").is_file() else find_model(name, weights_dir)
     hint = "save a CLIPModel there with save_pretrained, or pass its folder"
-    if folder is None and _hub_snapshot(name) is None:
+    if folder is None:
         # nothing to load: say so before importing transformers (seconds on a small machine)
-        raise WeightsMissing("clip", name, [*dirs, "Hugging Face cache"], hint)
+        raise WeightsMissing("clip", name, searched, hint)
     try:
         from transformers import AutoTokenizer, CLIPModel
     except ImportError as e:
         raise WeightsMissing(
             "clip", str(name_or_path), [], "install transformers (pip install transformers)"
         ) from e
-    source = str(folder) if folder else name
+    source = str(folder)
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
@@ -203,12 +198,10 @@ def load_clip(
     try:
         model = CLIPModel.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as e:
-        raise WeightsMissing("clip", name, [*dirs, "Hugging Face cache"], hint) from e
+        raise WeightsMissing("clip", name, searched, hint) from e
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    if folder is None:
-        folder = _hub_snapshot(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError, TypeError):
@@ -221,17 +214,6 @@ def load_clip(
     std = tuple(float(v) for v in cfg.get("image_std", OPENAI_CLIP_STD))
     model.eval().to(device)
     return ClipScorer(model, tokenizer, shortest, crop, mean, std, source)  # type: ignore[arg-type]
-
-
-def _hub_snapshot(repo_id: str) -> Path | None:
-    """The cached snapshot folder of a hub model (for its preprocessor_config.json), or None."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        p = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # noqa: BLE001 - any hub-cache problem just means "use defaults"
-        return None
-    return Path(p).parent if isinstance(p, str) else None
 
 
 def clip_i(

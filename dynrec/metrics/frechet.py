@@ -118,7 +118,7 @@ def _load_torchscript(
     device: torch.device | str,
     hint: str,
 ) -> torch.jit.ScriptModule:
-    path = find_weights(filename, weights_dir, metric, torch_hub=True, hint=hint)
+    path = find_weights(filename, weights_dir, metric, hint=hint)
     try:
         with (
             warnings.catch_warnings()

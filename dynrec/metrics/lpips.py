@@ -153,7 +153,6 @@ def load_lpips(
         ALEXNET_FILE,
         weights_dir,
         "lpips",
-        torch_hub=True,
         hint="torchvision's AlexNet ImageNet weights",
     )
     pkg = lpips_package_heads()
@@ -161,7 +160,6 @@ def load_lpips(
         LPIPS_HEADS_FILE,
         weights_dir,
         "lpips",
-        torch_hub=True,
         extra=[pkg] if pkg else [],
         hint="install the heads with `pip install --no-deps lpips` "
         "or copy lpips/weights/v0.1/alex.pth there",

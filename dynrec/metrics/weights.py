@@ -6,7 +6,7 @@ Nothing here downloads (``dynrec evaluate`` fetches missing weights first, see
 1. the ``weights_dir`` passed by the caller (``--weights-dir``),
 2. ``$DYNREC_WEIGHTS``,
 3. dynrec's download folder (``~/.cache/dynrec/weights``, :func:`dynrec.weights.default_dir`),
-4. for torch-style checkpoints, ``$TORCH_HOME/hub/checkpoints`` (``~/.cache/torch`` when
+4. ``$TORCH_HOME/hub/checkpoints`` (``~/.cache/torch`` when
    ``TORCH_HOME`` is unset), where ``torch.hub`` / torchvision put them,
 
 and missing files raise :class:`WeightsMissing`, which names the file and every folder
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dynrec.metrics.base import MetricNotComputable
-from dynrec.weights.locate import search_dirs, torch_hub_checkpoints
+from dynrec.weights.locate import find_file, search_dirs, torch_hub_checkpoints
 
 __all__ = ["WeightsMissing", "find_weights", "search_dirs", "torch_hub_checkpoints"]
 
@@ -46,18 +46,13 @@ def find_weights(
     weights_dir: Path | str | None,
     metric: str,
     *,
-    torch_hub: bool = False,
     extra: Sequence[Path] = (),
     hint: str = "",
 ) -> Path:
-    """Return the first existing ``<dir>/<filename>`` over :func:`search_dirs` then ``extra``
-    (full file paths tried as given). Raises :class:`WeightsMissing` otherwise."""
-    dirs = search_dirs(weights_dir, torch_hub)
-    for d in dirs:
-        p = d / filename
-        if p.is_file():
-            return p
-    for p in extra:
-        if Path(p).is_file():
-            return Path(p)
-    raise WeightsMissing(metric, filename, [*dirs, *[str(p) for p in extra]], hint)
+    """Return the first existing ``<dir>/<filename>`` over the folders above, then ``extra``
+    (full file paths tried as given; :func:`dynrec.weights.find_file`). Raises
+    :class:`WeightsMissing` otherwise."""
+    path, searched = find_file(filename, weights_dir, extra)
+    if path is None:
+        raise WeightsMissing(metric, filename, searched, hint)
+    return path

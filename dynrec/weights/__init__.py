@@ -28,9 +28,13 @@ from dynrec.weights.catalog import (
 )
 from dynrec.weights.download import DownloadFailed, download_file, download_hf, download_torchhub
 from dynrec.weights.locate import (
+    cached_hub_repo,
     candidate_folders,
     default_dir,
+    find_file,
+    find_model,
     hub_cache_snapshot,
+    hub_dir,
     network_allowed,
     search_dirs,
     target_dir,
@@ -38,9 +42,9 @@ from dynrec.weights.locate import (
 )
 
 __all__ = ["BY_NAME", "CATALOG", "COTRACKER", "METRIC_WEIGHTS", "DownloadFailed", "Found", "Weight", "WeightsNotFound",
-           "candidate_folders", "default_dir", "ensure", "fetch", "for_hf_model", "get",
-           "hub_cache_snapshot", "locate", "network_allowed", "search_dirs", "target_dir",
-           "torch_hub_checkpoints"]
+           "cached_hub_repo", "candidate_folders", "default_dir", "ensure", "fetch", "find_file", "find_model",
+           "for_hf_model", "get", "hub_cache_snapshot", "hub_dir", "locate", "network_allowed", "search_dirs",
+           "target_dir", "torch_hub_checkpoints"]
 
 
 @dataclass
@@ -66,29 +70,15 @@ def lpips_package_heads() -> Path | None:
     return None
 
 
-def _cached_hub_code(repo: str) -> Path | None:
-    owner_repo = repo.replace("/", "_")
-    hub = torch_hub_checkpoints().parent
-    for branch in ("main", "master"):
-        if (hub / f"{owner_repo}_{branch}" / "hubconf.py").is_file():
-            return hub / f"{owner_repo}_{branch}"
-    return None
-
-
 def locate(weight: Weight, weights_dir: Path | str | None) -> Found:
-    """Look for ``weight`` in every local place it may be (nothing is downloaded)."""
+    """Look for ``weight`` in every local place it may be (nothing is downloaded; the lookup is
+    :mod:`dynrec.weights.locate`'s)."""
     if weight.kind == "hf":
-        folders = candidate_folders(weight.repo, weights_dir)
-        hit = next((f for f in folders if (f / "config.json").is_file()), None) or hub_cache_snapshot(weight.repo)
-        return Found(weight, hit, [str(f) for f in folders] + ["Hugging Face cache"])
+        return Found(weight, *find_model(weight.repo, weights_dir))
     if weight.kind == "torchhub":
-        hub = torch_hub_checkpoints().parent
-        return Found(weight, _cached_hub_code(weight.repo), [str(hub)])
-    places = [d / weight.filename for d in search_dirs(weights_dir, torch_hub=True)]
-    if weight.name == "lpips-heads" and (pkg := lpips_package_heads()) is not None:
-        places.append(pkg)
-    hit = next((p for p in places if p.is_file()), None)
-    return Found(weight, hit, [str(p) for p in places])
+        return Found(weight, cached_hub_repo(weight.repo), [str(hub_dir())])
+    pkg = lpips_package_heads() if weight.name == "lpips-heads" else None
+    return Found(weight, *find_file(weight.filename, weights_dir, [pkg] if pkg else []))
 
 
 class WeightsNotFound(DynrecError):
