@@ -41,6 +41,21 @@ def test_look_at_is_opencv():
     assert up[1] < 0  # world up is image up, i.e. negative y
 
 
+def test_look_at_rows_and_looking_along_up():
+    """Rows x = z x up, y = z x x, z forward; looking along up still gives a rotation with the
+    target straight ahead (x = z x e_y, or z x e_x when that vanishes as well)."""
+    eye, target, up = np.array([1.0, 2.0, 3.0]), np.array([4.0, -2.0, 3.0]), np.array([0.0, 0.0, 1.0])
+    R = look_at(eye, target, up)[:3, :3]
+    np.testing.assert_allclose(R[2], [0.6, -0.8, 0.0])
+    np.testing.assert_allclose(R[0], [-0.8, -0.6, 0.0])
+    np.testing.assert_allclose(R[1], [0.0, 0.0, -1.0])
+    for up, right in (([0.0, 0.0, 1.0], [1.0, 0.0, 0.0]), ([0.0, 1.0, 0.0], [0.0, 0.0, 1.0])):
+        w2c = look_at(np.zeros(3), -np.array(up), np.array(up))  # looking straight down
+        np.testing.assert_allclose(w2c[:3, :3] @ w2c[:3, :3].T, np.eye(3), atol=1e-12)
+        np.testing.assert_allclose(w2c[2, :3], -np.array(up))
+        np.testing.assert_allclose(w2c[0, :3], right, atol=1e-12)
+
+
 def test_unproject_inverts_project():
     rng = np.random.default_rng(0)
     K = intrinsics(80, 70, 40, 30)

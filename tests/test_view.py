@@ -23,8 +23,9 @@ from PIL import Image
 
 import dynrec
 from dynrec.artifacts import Frames
+from dynrec.geometry.camera import look_at
 from dynrec.pipeline.result import load_reconstruction
-from dynrec.render.paths import camera_up, look_at_up
+from dynrec.render.paths import camera_up
 
 viser = pytest.importorskip("viser")
 
@@ -174,7 +175,7 @@ def camera_across_motion(rec, width: int, height: int) -> tuple[np.ndarray, np.n
     side = np.cross(move, up) / np.linalg.norm(np.cross(move, up))
     centre = (first.mean(0) + last.mean(0)) / 2
     radius = float(np.percentile(np.linalg.norm(np.concatenate([first, last]) - centre, axis=1), 95))
-    w2c = look_at_up(centre + 4 * radius * side, centre, up)
+    w2c = look_at(centre + 4 * radius * side, centre, up)
     fov = float(2 * np.arctan(1.6 / 4))
     f = height / (2 * np.tan(fov / 2))
     return w2c, np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]]), fov

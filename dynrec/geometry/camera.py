@@ -59,16 +59,21 @@ def unproject(xy: np.ndarray, depth: np.ndarray, K: np.ndarray, w2c: np.ndarray)
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> np.ndarray:
-    """OpenCV w2c [4, 4] of a camera at ``eye`` looking at ``target``; ``up`` is world up.
+    """OpenCV w2c [4, 4] of a camera at ``eye`` [3] looking at ``target`` [3]; ``up`` [3] is
+    world up (default +z).
 
-    The camera's y axis points down, i.e. against ``up`` (default +z) projected on the image plane.
+    Rows of the rotation: ``z = (target - eye) / |.|`` (forward), ``x = z x up / |.|`` (right),
+    ``y = z x x`` (down, i.e. against ``up`` projected on the image plane). Looking along
+    ``up`` any right will do: ``x = z x e_y`` (``z x e_x`` when that vanishes too).
     """
-    up = np.array([0.0, 0.0, 1.0]) if up is None else up
-    z = target - eye
+    up = np.array([0.0, 0.0, 1.0]) if up is None else np.asarray(up, np.float64)
+    z = np.asarray(target, np.float64) - eye
     z = z / np.linalg.norm(z)
     x = np.cross(z, up)
     if np.linalg.norm(x) < 1e-8:
         x = np.cross(z, np.array([0.0, 1.0, 0.0]))
+    if np.linalg.norm(x) < 1e-8:
+        x = np.cross(z, np.array([1.0, 0.0, 0.0]))
     x = x / np.linalg.norm(x)
     y = np.cross(z, x)
     R = np.stack([x, y, z])

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dynrec.errors import DynrecError
-from dynrec.geometry.camera import CV_TO_GL
+from dynrec.geometry.camera import CV_TO_GL, intrinsics, look_at
 
 
 def parse_times(spec: str, T: int) -> list[int]:
@@ -93,21 +93,6 @@ def _centres(w2c: np.ndarray) -> np.ndarray:
     return np.linalg.inv(np.asarray(w2c, np.float64))[:, :3, 3]
 
 
-def look_at_up(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """OpenCV w2c [4, 4] at ``eye`` looking at ``target`` with image up along ``up``."""
-    z = target - eye
-    z = z / np.linalg.norm(z)
-    x = np.cross(z, up)
-    if np.linalg.norm(x) < 1e-8:  # looking along up: any right will do
-        x = np.cross(z, np.array([1.0, 0.0, 0.0]) if abs(z[0]) < 0.9 else np.array([0.0, 1.0, 0.0]))
-    x = x / np.linalg.norm(x)
-    y = np.cross(z, x)
-    w2c = np.eye(4)
-    w2c[:3, :3] = np.stack([x, y, z])
-    w2c[:3, 3] = -w2c[:3, :3] @ eye
-    return w2c
-
-
 def generated_path(kind: str, K: np.ndarray, w2c: np.ndarray, centre: np.ndarray, frames: int,
                    width: int, height: int, start: int = 0) -> CameraPath:
     """``frames`` cameras of an orbit, spiral or dolly around ``centre`` [3], sized from the
@@ -160,8 +145,8 @@ def generated_path(kind: str, K: np.ndarray, w2c: np.ndarray, centre: np.ndarray
         for u in s:
             eyes.append(centre + (eye0 - centre) * (1 - 0.4 * np.sin(np.pi * u)))
     focal = float(np.median(K[:, 0, 0])), float(np.median(K[:, 1, 1]))
-    Ks = np.repeat(np.array([[focal[0], 0, width / 2], [0, focal[1], height / 2], [0, 0, 1.0]])[None], frames, 0)
-    return CameraPath(Ks, np.stack([look_at_up(e, centre, up) for e in eyes]), width, height)
+    Ks = np.repeat(intrinsics(focal[0], focal[1], width / 2, height / 2)[None], frames, 0)
+    return CameraPath(Ks, np.stack([look_at(e, centre, up) for e in eyes]), width, height)
 
 
 # ----- camera files (nerfstudio transforms.json style, dynrec.export.cameras) ----------------
@@ -234,7 +219,7 @@ def load_camera_file(path: Path) -> CameraPath:
         cy = _intrinsic(frame, obj, "cy", where, path, height / 2)
         if fx <= 0 or fy <= 0:
             raise DynrecError(f"{path}: {where}fl_x / fl_y must be positive")
-        Ks.append(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]))
+        Ks.append(intrinsics(fx, fy, cx, cy))
         if "time" in frame:
             t = frame["time"]
             if isinstance(t, bool) or not isinstance(t, int):
