@@ -77,3 +77,20 @@ def test_select_rescales_points_with_half_pixel_convention():
                    np.tile(np.eye(4), (4, 1, 1)), 64, 48)
     half = cams.select(np.array([0, 1]), 32, 24)
     np.testing.assert_allclose(half.K[0], [[25, 0, 16], [0, 25, 12], [0, 0, 1]])
+
+
+def test_write_pngs_and_pad_even(tmp_path) -> None:
+    """The one PNG writer (artifacts, render, export) and the one yuv420p padding."""
+    from PIL import Image
+
+    from dynrec.artifacts.types import write_pngs
+    from dynrec.evaluate.video import pad_even
+
+    images = np.arange(2 * 3 * 5 * 3, dtype=np.uint8).reshape(2, 3, 5, 3)
+    assert write_pngs(tmp_path / "a" / "b", images, "frame_{:05d}.png") == ["frame_00000.png", "frame_00001.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / "b" / "frame_00001.png")), images[1])
+    padded = pad_even(images)
+    assert padded.shape == (2, 4, 6, 3)
+    np.testing.assert_array_equal(padded[:, :3, :5], images)
+    assert padded[:, 3].max() == 0 and padded[:, :, 5].max() == 0
+    assert pad_even(padded) is padded

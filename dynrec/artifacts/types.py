@@ -34,13 +34,13 @@ def _f32(a: np.ndarray | None) -> np.ndarray | None:
     return None if a is None else np.asarray(a, dtype=np.float32)
 
 
-def _write_pngs(folder: Path, images: np.ndarray) -> list[str]:
+def write_pngs(folder: Path, images: np.ndarray, name: str = "{:06d}.png") -> list[str]:
+    """Save ``images`` [T, H, W] or [T, H, W, 3] uint8 as ``folder/<name.format(t)>`` (the
+    folder is created); returns the file names."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for t, img in enumerate(images):
-        name = f"{t:06d}.png"
-        Image.fromarray(img).save(folder / name)
-        names.append(name)
+    names = [name.format(t) for t in range(len(images))]
+    for img, n in zip(images, names, strict=True):
+        Image.fromarray(img).save(folder / n)
     return names
 
 
@@ -79,7 +79,7 @@ class Frames:
 
     def save(self, folder: Path) -> None:
         T, H, W = self.shape
-        names = _write_pngs(folder, self.images)
+        names = write_pngs(folder, self.images)
         save_json(folder / self.FILE, {
             "count": T, "height": H, "width": W, "fps": float(self.fps), "files": names,
             "source_index": [int(i) for i in self.source_index], "source": self.source,
@@ -110,7 +110,7 @@ class Masks:
     FILE = "masks.json"
 
     def save(self, folder: Path) -> None:
-        names = _write_pngs(folder, (self.masks.astype(np.uint8) * 255))
+        names = write_pngs(folder, (self.masks.astype(np.uint8) * 255))
         T, H, W = self.masks.shape
         save_json(folder / self.FILE, {"count": T, "height": H, "width": W, "files": names})
 

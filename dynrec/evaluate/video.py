@@ -48,6 +48,12 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
     return img
 
 
+def pad_even(frames: np.ndarray) -> np.ndarray:
+    """Pad [T, H, W, 3] with black at the bottom / right to even H and W (yuv420p needs them)."""
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0))) if pad_h or pad_w else frames
+
+
 def compose(panels: list[tuple[str, np.ndarray]]) -> np.ndarray:
     """Labelled panels ``(label, [T, H, W, 3] uint8)`` side by side -> [T, H', W', 3] uint8,
     enlarged by an integer factor and padded to even sizes (yuv420p)."""
@@ -61,9 +67,7 @@ def compose(panels: list[tuple[str, np.ndarray]]) -> np.ndarray:
         row = [_label(cv2.resize(p[t], (W * s, H * s), interpolation=cv2.INTER_NEAREST), label)
                for label, p in panels]
         frames.append(np.concatenate(row, axis=1))
-    out = np.stack(frames)
-    pad_h, pad_w = out.shape[1] % 2, out.shape[2] % 2
-    return np.pad(out, ((0, 0), (0, pad_h), (0, pad_w), (0, 0))) if pad_h or pad_w else out
+    return pad_even(np.stack(frames))
 
 
 def write_video(path: Path, frames: np.ndarray, fps: float) -> str:

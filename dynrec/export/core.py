@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from dynrec.artifacts.types import write_pngs
 from dynrec.errors import DynrecError
 from dynrec.export.cameras import transforms_json, write_transforms, write_tum
 from dynrec.export.dynamic import write_dynamic
@@ -110,12 +110,7 @@ def _cameras(rec: Reconstruction, folder: Path, times: list[int], sh_degree: int
     progress("export cameras", 0, 1)
     ts = list(range(rec.T))
     images = folder / "images"
-    images.mkdir()
-    frames = rec.frames()
-    names = []
-    for t, img in enumerate(frames.images):
-        names.append(f"images/frame_{t:05d}.png")
-        Image.fromarray(img).save(folder / names[-1])
+    names = [f"images/{n}" for n in write_pngs(images, rec.frames().images, "frame_{:05d}.png")]
     obj = transforms_json(rec.K, rec.w2c, rec.width, rec.height, ts, rec.source_index, rec.fps, names)
     obj["dynrec"]["cameras"] = rec.camera_source
     write_transforms(folder / "transforms.json", obj)

@@ -27,10 +27,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
+from dynrec.artifacts.types import write_pngs
 from dynrec.errors import DynrecError
-from dynrec.evaluate.video import colorize_depth, write_video
+from dynrec.evaluate.video import colorize_depth, pad_even, write_video
 from dynrec.export.cameras import transforms_json, write_transforms
 from dynrec.geometry.camera import project, w2c_in_other_world
 from dynrec.model.scene import Sequence, render_sequence
@@ -222,35 +222,23 @@ def draw_overlays(rec: Reconstruction, shot: Shot, rgb: np.ndarray, overlays: li
     return out
 
 
-def _even(frames: np.ndarray) -> np.ndarray:
-    """Pad [F, H, W, 3] to even H and W (yuv420p video)."""
-    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
-    return np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0))) if pad_h or pad_w else frames
-
-
-def _pngs(folder: Path, images: np.ndarray) -> None:
-    folder.mkdir(parents=True)
-    for i, img in enumerate(images):
-        Image.fromarray(img).save(folder / f"{i:06d}.png")
-
-
 def write_shot(folder: Path, rec: Reconstruction, shot: Shot, seq: Sequence, fps: float,
                overlays: list[str]) -> None:
     """Write the files of one render into ``folder`` (new)."""
     rgb = seq.rgb8
     depth_rgb = colorize_depth(seq.depth)
     alpha = (np.clip(seq.alpha, 0, 1) * 255).round().astype(np.uint8)
-    _pngs(folder / "rgb", rgb)
-    _pngs(folder / "depth", depth_rgb)
-    _pngs(folder / "alpha", alpha)
+    write_pngs(folder / "rgb", rgb)
+    write_pngs(folder / "depth", depth_rgb)
+    write_pngs(folder / "alpha", alpha)
     np.save(folder / "depth.npy", seq.depth.astype(np.float32))
     np.save(folder / "alpha.npy", seq.alpha.astype(np.float32))
-    write_video(folder / "rgb.mp4", _even(rgb), fps)
-    write_video(folder / "depth.mp4", _even(depth_rgb), fps)
+    write_video(folder / "rgb.mp4", pad_even(rgb), fps)
+    write_video(folder / "depth.mp4", pad_even(depth_rgb), fps)
     if overlays:
         drawn = draw_overlays(rec, shot, rgb, overlays)
-        _pngs(folder / "overlay", drawn)
-        write_video(folder / "overlay.mp4", _even(drawn), fps)
+        write_pngs(folder / "overlay", drawn)
+        write_video(folder / "overlay.mp4", pad_even(drawn), fps)
     cams = shot.cameras
     obj = transforms_json(cams.K, cams.w2c, cams.width, cams.height, shot.times, rec.source_index, fps,
                           [f"rgb/{i:06d}.png" for i in range(len(shot.times))])
