@@ -246,6 +246,8 @@ def test_parse_metrics_and_json_numbers():
     assert parse_metrics(" ate, PSNR,ate ") == ["ate", "psnr"]
     with pytest.raises(DynrecError, match="empty"):
         parse_metrics(",")
+    with pytest.raises(DynrecError, match=r"--metrics: unknown metrics 'x', 'y'; known metrics: .*psnr.*\(or 'all'\)"):
+        parse_metrics("psnr,x,y")
     assert [json_number(x) for x in (1.5, math.inf, -math.inf, math.nan, None)] == [1.5, "inf", "-inf", None, None]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from dynrec.artifacts.base import save_json
+from dynrec.choices import parse_choices
 from dynrec.datasets.scene import KEYPOINT_DEPTH_FILE
 from dynrec.errors import DynrecError
 from dynrec.evaluate.checks import checks
@@ -42,20 +43,7 @@ def parse_metrics(spec: str | None) -> list[str] | None:
     """``"fvd,lpips,ate"`` -> names in the given order (duplicates dropped); ``"all"`` -> every
     registered metric; None -> None (the default set). Unknown names are an error listing
     the known ones."""
-    if spec is None:
-        return None
-    names = list(dict.fromkeys(n.strip().lower() for n in spec.split(",") if n.strip()))
-    known = ", ".join(METRICS)
-    if not names:
-        raise DynrecError(f"--metrics is empty; known metrics: {known} (or 'all')")
-    if names == ["all"]:
-        return list(METRICS)
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        plural = "s" if len(unknown) > 1 else ""
-        raise DynrecError(f"unknown metric{plural} {', '.join(repr(n) for n in unknown)}; "
-                          f"known metrics: {known} (or 'all')")
-    return names
+    return None if spec is None else parse_choices(spec, list(METRICS), "--metrics", "metric")
 
 
 def unsupported(name: str, inp: EvalInputs) -> str | None:

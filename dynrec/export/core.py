@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dynrec.artifacts.types import write_pngs
+from dynrec.choices import parse_choices
 from dynrec.errors import DynrecError
 from dynrec.export.cameras import transforms_json, write_transforms, write_tum
 from dynrec.export.dynamic import write_dynamic
@@ -31,14 +32,7 @@ ProgressFn = Callable[[str, int, int], None]
 
 def parse_formats(spec: str) -> list[str]:
     """``"ply,cameras"`` -> ``["ply", "cameras"]``; ``"all"`` -> every format."""
-    names = list(dict.fromkeys(n.strip().lower() for n in spec.split(",") if n.strip()))
-    if names == ["all"]:
-        return list(FORMATS)
-    unknown = [n for n in names if n not in FORMATS]
-    if not names or unknown:
-        raise DynrecError(f"--format: unknown format {', '.join(repr(n) for n in unknown) or repr(spec)}; "
-                          f"known: {', '.join(FORMATS)} or all")
-    return names
+    return parse_choices(spec, FORMATS, "--format", "format")
 
 
 def check_output_dir(out: Path) -> None:

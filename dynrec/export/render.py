@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from dynrec.artifacts.types import write_pngs
+from dynrec.choices import parse_choices
 from dynrec.errors import DynrecError
 from dynrec.evaluate.video import colorize_depth, pad_even, write_video
 from dynrec.export.cameras import transforms_json, write_transforms
@@ -75,13 +76,7 @@ def parse_size(spec: str | None, width: int, height: int) -> tuple[int, int]:
 
 def parse_overlays(spec: str | None) -> list[str]:
     """``--overlay tracks,skeleton`` -> names (empty for None)."""
-    if not spec:
-        return []
-    names = [n.strip().lower() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if n not in OVERLAYS]
-    if unknown:
-        raise DynrecError(f"--overlay: unknown overlay {', '.join(map(repr, unknown))}; known: {', '.join(OVERLAYS)}")
-    return names
+    return parse_choices(spec, OVERLAYS, "--overlay", "overlay", allow_all=False) if spec else []
 
 
 def _pair(name: str, cams: CameraPath, times: list[int]) -> Shot:
