@@ -242,10 +242,12 @@ def export(
     """Files other tools open: 3DGS PLY and .splat per frame, canonical PLY + motion, cameras (transforms.json, TUM), 3D tracks."""
     from dynrec.export.core import check_output_dir, parse_formats
     from dynrec.export.core import export as run_export
+    from dynrec.export.gaussians import check_sh_degree
     from dynrec.pipeline.result import load_reconstruction
     from dynrec.render.paths import parse_times
 
     formats = parse_formats(format_)
+    check_sh_degree(sh_degree)
     rec = load_reconstruction(work, console=err)
     times = parse_times(time, rec.T)
     out = out if out is not None else rec.root / "export"

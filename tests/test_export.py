@@ -280,3 +280,29 @@ def test_export_bad_input(cli, gt_work, trained_work, tmp_path):
     r = cli("export", trained_work, "--format", "gltf", "-o", tmp_path / "y")
     assert r.code == 1 and "unknown format" in r.err
     assert not (tmp_path / "y").exists()
+
+
+def test_a_bad_sh_degree_fails_before_anything_is_done(cli, trained_work, tmp_path, monkeypatch):
+    """--sh-degree 4 fails before the model is loaded, and an earlier export is kept as it was
+    (formats before ply used to be rewritten first)."""
+    import dynrec.pipeline.result as result_mod
+
+    out = tmp_path / "out"
+    r = cli("export", trained_work, "--format", "cameras", "-o", out)
+    assert r.code == 0, r.err
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the model was loaded before --sh-degree was checked")
+
+    monkeypatch.setattr(result_mod, "load_reconstruction", forbidden)
+    r = cli("export", trained_work, "--format", "cameras,ply", "--sh-degree", "4", "-o", out)
+    assert r.code == 1 and "--sh-degree must be 0, 1, 2 or 3, got 4" in r.err and "Traceback" not in r.err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+    monkeypatch.undo()
+    from dynrec.export.core import export
+    from dynrec.pipeline.result import load_reconstruction
+
+    with pytest.raises(DynrecError, match="--sh-degree"):
+        export(load_reconstruction(trained_work), ["cameras", "ply"], tmp_path / "api", [0], sh_degree=-1)
+    assert not (tmp_path / "api").exists()

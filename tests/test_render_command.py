@@ -137,6 +137,28 @@ def test_render_bad_input(cli, gt_work, work, tmp_path):
     assert (work / "renders").read_text() == "not a folder"
 
 
+def test_bad_overlays_fail_before_anything_is_rendered(cli, work, monkeypatch):
+    """A bad --overlay name fails before the model is loaded; an overlay the reconstruction
+    cannot draw fails before any frame is rendered; nothing is written either way."""
+    import dynrec.export.render as render_mod
+    import dynrec.pipeline.result as result_mod
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("work was done before the overlay was checked")
+
+    monkeypatch.setattr(result_mod, "load_reconstruction", forbidden)
+    r = cli("render", work, "--path", "static", "--time", "0", "--overlay", "tracks,trails")
+    assert r.code == 1 and "Traceback" not in r.err, r.err
+    assert "--overlay: unknown overlay 'trails'; known overlays: tracks, skeleton" in r.err
+    assert not (work / "renders").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(render_mod, "render_shot", forbidden)
+    shutil.rmtree(work / "recon" / "keypoints")
+    r = cli("render", work, "--path", "static", "--time", "0", "--overlay", "skeleton")
+    assert r.code == 1 and "--overlay skeleton" in r.err and "has no keypoints" in r.err, r.err
+    assert not (work / "renders").exists()
+
+
 def test_evaluate_renders_the_heldout_cameras_with_the_render_code(cli, work):
     """The recon stage renders no held-out camera; evaluate renders them from the model with
     `dynrec render --path heldout`'s code, and mPSNR is computed on those pixels."""

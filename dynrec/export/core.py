@@ -20,7 +20,7 @@ from dynrec.choices import parse_choices
 from dynrec.errors import DynrecError
 from dynrec.export.cameras import transforms_json, write_transforms, write_tum
 from dynrec.export.dynamic import write_dynamic
-from dynrec.export.gaussians import write_ply, write_splat
+from dynrec.export.gaussians import check_sh_degree, write_ply, write_splat
 from dynrec.export.tracks import write_tracks
 from dynrec.pipeline.result import Reconstruction
 
@@ -53,7 +53,9 @@ def _no_progress(description: str, done: int, total: int) -> None:
 def export(rec: Reconstruction, formats: list[str], out: Path, times: list[int], sh_degree: int = 0,
            progress: ProgressFn = _no_progress) -> dict[str, list[Path]]:
     """Write ``formats`` of ``rec`` into ``out/<format>/``; Gaussians at frames ``times``.
-    Returns the files written per format (folders for image sets)."""
+    Returns the files written per format (folders for image sets). Nothing is written when
+    ``sh_degree`` or ``out`` is wrong."""
+    check_sh_degree(sh_degree)
     check_output_dir(out)
     written: dict[str, list[Path]] = {}
     for fmt in formats:

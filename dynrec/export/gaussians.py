@@ -49,10 +49,19 @@ def _numpy(snap: Snapshot) -> dict[str, np.ndarray]:
             ("means", "quats", "log_scales", "opacity_logits", "colors")}
 
 
-def ply_array(snap: Snapshot, sh_degree: int = 0) -> np.ndarray:
-    """The PLY rows [G] (structured float32, :func:`ply_properties` order) of a snapshot."""
+def check_sh_degree(sh_degree: int) -> None:
+    """``--sh-degree`` must be 0, 1, 2 or 3 (the degrees 3DGS viewers read).
+
+    Raises:
+        DynrecError: any other value.
+    """
     if sh_degree not in (0, 1, 2, 3):
         raise DynrecError(f"--sh-degree must be 0, 1, 2 or 3, got {sh_degree}")
+
+
+def ply_array(snap: Snapshot, sh_degree: int = 0) -> np.ndarray:
+    """The PLY rows [G] (structured float32, :func:`ply_properties` order) of a snapshot."""
+    check_sh_degree(sh_degree)
     a = _numpy(snap)
     names = ply_properties(sh_degree)
     rows = np.zeros(len(a["means"]), dtype=[(n, "<f4") for n in names])

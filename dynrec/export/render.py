@@ -176,14 +176,23 @@ def overlay_colour(i: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def draw_overlays(rec: Reconstruction, shot: Shot, rgb: np.ndarray, overlays: list[str], trail: int = 5) -> np.ndarray:
-    """``rgb`` [F, H, W, 3] uint8 with the model's 3D tracks (points with a ``trail`` of
-    earlier frames) and keypoint skeleton projected by each frame's camera."""
+def check_overlays(rec: Reconstruction, overlays: list[str]) -> None:
+    """The reconstruction has what ``overlays`` draw (3D tracks, keypoints).
+
+    Raises:
+        DynrecError: it does not; names the overlay and what is missing.
+    """
     if "tracks" in overlays and (rec.tracks is None or rec.tracks.xyz is None):
         raise DynrecError(f"--overlay tracks: the reconstruction in {rec.root} has no 3D tracks")
     if "skeleton" in overlays and (rec.keypoints is None or rec.keypoints.xyz is None):
         raise DynrecError(f"--overlay skeleton: the reconstruction in {rec.root} has no keypoints "
                           "(it needs the keypoints stage and recon.keypoints=true)")
+
+
+def draw_overlays(rec: Reconstruction, shot: Shot, rgb: np.ndarray, overlays: list[str], trail: int = 5) -> np.ndarray:
+    """``rgb`` [F, H, W, 3] uint8 with the model's 3D tracks (points with a ``trail`` of
+    earlier frames) and keypoint skeleton projected by each frame's camera."""
+    check_overlays(rec, overlays)
     out = rgb.copy()
     cams = shot.cameras
     step = max(1, (0 if rec.tracks is None else len(rec.tracks.xy)) // 200)
@@ -254,12 +263,14 @@ def _no_progress(description: str, done: int, total: int) -> None:
 
 def render(rec: Reconstruction, shots: list[Shot], fps: float | None = None, overlays: list[str] | None = None,
            progress: ProgressFn = _no_progress) -> list[Path]:
-    """Render and write every shot into ``WORK/renders/<name>/``; returns the folders."""
+    """Render and write every shot into ``WORK/renders/<name>/``; returns the folders. Bad
+    ``fps`` or ``overlays`` the reconstruction cannot draw fail before anything is rendered."""
     base = renders_dir(rec)
     fps = rec.fps if fps is None else fps
     if fps <= 0:
         raise DynrecError(f"--fps must be positive, got {fps}")
     overlays = overlays or []
+    check_overlays(rec, overlays)
     folders = []
     for shot in shots:
         final = base / shot.name
