@@ -25,6 +25,7 @@ from dynrec.datasets import convert
 from dynrec.datasets.dycheck import read_camera
 from dynrec.datasets.scene import load_keypoint_valid_3d
 from dynrec.datasets.tum import BONN_T_M, associate, bonn_marker_to_camera, read_trajectory
+from dynrec.errors import DynrecError
 from dynrec.geometry.camera import project
 from dynrec.pipeline.session import open_runner
 
@@ -131,6 +132,13 @@ def test_dycheck_round_trip(cli, scene, dycheck_scene, tmp_path):
     np.testing.assert_array_equal(held.images[5], Frames.load(scene / "heldout" / "cam0" / "frames").images[5])
     hcams = Cameras.load(work / "dataset" / "heldout" / "cam1" / "cameras")
     np.testing.assert_allclose(hcams.w2c, Cameras.load(scene / "heldout" / "cam0" / "cameras").w2c, atol=1e-5)
+    # the held-out view runs at the scene's frame rate (extra.json: 10 fps), also with a stride
+    assert held.fps == Frames.load(work / "dataset" / "gt" / "frames").fps == 10.0
+    strided = convert("dycheck", src, frames="1:16:3")
+    assert strided.frames.fps == strided.heldout["cam1"].frames.fps == pytest.approx(10.0 / 3)
+    np.testing.assert_array_equal(strided.heldout["cam1"].frames.images, held.images[1:16:3])
+    np.testing.assert_array_equal(strided.heldout["cam1"].covisible, covis[1:16:3])
+    np.testing.assert_allclose(strided.heldout["cam1"].cameras.w2c, hcams.w2c[1:16:3])
 
 
 def test_dycheck_bad_input(cli, dycheck_scene, tmp_path):
@@ -299,6 +307,14 @@ def test_sintel_cam_and_dpt_files(cli, scene, tmp_path):
         convert("sintel", root, scene="alley_9")
     (root / "depth" / "alley_9" / "frame_0002.dpt").write_bytes(b"\x00" * 64)
     with pytest.raises(Exception, match="frame_0002.dpt: not a Sintel file"):
+        convert("sintel", root, scene="alley_9")
+    with pytest.raises(DynrecError, match=r"sintel: name the sequence with --scene \(in .*final: alley_9\)"):
+        convert("sintel", root)
+    with pytest.raises(DynrecError, match=r"sintel: no sequence 'alley_1' in .*final \(there: alley_9\)"):
+        convert("sintel", root, scene="alley_1")
+    for f in sorted((root / "final" / "alley_9").glob("*.png"))[1:]:
+        f.unlink()
+    with pytest.raises(DynrecError, match=r"alley_9: 1 frame\(s\); expected frame_0001.png"):
         convert("sintel", root, scene="alley_9")
 
 

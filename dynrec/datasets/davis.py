@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dynrec.artifacts import Frames
-from dynrec.datasets.io import listing, need, read_image_raw, read_rgb
+from dynrec.datasets.io import listing, need, per_frame_files, read_image_raw, read_sequence
 from dynrec.datasets.scene import ImportedScene
 from dynrec.errors import DynrecError
 
@@ -52,16 +52,7 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
     if res not in RESOLUTIONS:
         raise DynrecError(f"davis: resolution must be one of {', '.join(RESOLUTIONS)}, got {res!r}")
     images_root = need(src / "JPEGImages" / res, "DAVIS", f"JPEGImages/{res}/<sequence>/*.jpg")
-    seqs = sorted(p.name for p in images_root.iterdir() if p.is_dir())
-    if scene is None:
-        raise DynrecError(f"davis: name the sequence with --scene (in {images_root}: {listing(seqs, 8)})")
-    folder = images_root / scene
-    if not folder.is_dir():
-        raise DynrecError(f"davis: no sequence {scene!r} in {images_root} (there: {listing(seqs, 8)})")
-    files = sorted(folder.glob("*.jpg"))
-    if len(files) < 2:
-        raise DynrecError(f"{folder}: {len(files)} JPEG frame(s); expected a video of *.jpg frames")
-    images = np.stack([read_rgb(f) for f in files])
+    _, files, images = read_sequence(images_root, scene, FORMAT, "*.jpg", "a video of *.jpg frames")
     T, H, W = images.shape[:3]
     missing: list[str] = []
     masks = None
@@ -69,16 +60,15 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
     if not ann.is_dir():
         missing.append(f"masks: no {ann}")
     else:
-        pngs = {p.stem: p for p in ann.glob("*.png")}
-        absent = [f.stem for f in files if f.stem not in pngs]
+        pngs, absent = per_frame_files(ann, files, ".png")
         if len(absent) == T:
             missing.append(f"masks: {ann} has no annotation of the frames")
         elif absent:
             missing.append(f"masks: {len(absent)} of {T} frames are not annotated ({listing(absent)}), "
-                           f"e.g. a test-dev sequence; the JPEG frames are {T}, the annotations {len(pngs)}: "
+                           f"e.g. a test-dev sequence; the JPEG frames are {T}, the annotations {T - len(absent)}: "
                            "masks not imported")
         else:
-            labels = np.stack([read_image_raw(pngs[f.stem]) for f in files])
+            labels = np.stack([read_image_raw(p) for p in pngs])
             labels = labels[..., 0] if labels.ndim == 4 else labels
             if labels.shape != (T, H, W):
                 raise DynrecError(f"{ann}: annotations are {labels.shape[2]}x{labels.shape[1]} but the frames "

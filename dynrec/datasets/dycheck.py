@@ -265,7 +265,7 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
     cameras = Cameras(np.stack(Ks), np.stack(w2cs), W, H, "gt")
     depth = _load_depth(src, names, factor, (W, H), missing)
     kp = _load_keypoints(src, names, factor, cameras, depth, missing)
-    heldout = _heldout(src, times, factor, (W, H), missing)
+    heldout = _heldout(src, times, factor, (W, H), fps, missing)
     scene_info = read_json(src / "scene.json") if (src / "scene.json").is_file() else None
     if scene_info is None:
         missing.append("scene.json: DyCheck's normalised world (centre, scale) is unknown")
@@ -281,9 +281,10 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
         kp[0] if kp else None, kp[1] if kp else None, heldout, info, missing, eval_only=("keypoints",))
 
 
-def _heldout(src: Path, train_times: np.ndarray, factor: int, size: tuple[int, int],
+def _heldout(src: Path, train_times: np.ndarray, factor: int, size: tuple[int, int], fps: float,
              missing: list[str]) -> dict[str, HeldoutView]:
-    """The val cameras at the training video's times (black, not co-visible, where missing)."""
+    """The val cameras at the training video's times (black, not co-visible, where missing), at
+    the training video's ``fps``."""
     val = _split(src, "val")
     if val is None:
         missing.append("held-out views: no splits/val.json (nor val_ids in dataset.json)")
@@ -336,6 +337,6 @@ def _heldout(src: Path, train_times: np.ndarray, factor: int, size: tuple[int, i
                 missing.append(f"held-out camera {cam}: {len(no_covis)} val frames have no co-visibility mask "
                                f"({listing(no_covis)}); not evaluated there")
         cameras = Cameras(np.stack(Ks), np.stack(w2cs), W, H, "gt")
-        out[f"cam{cam}"] = HeldoutView(Frames(images, 30.0, np.arange(T), f"dycheck {src} camera {cam}"),
+        out[f"cam{cam}"] = HeldoutView(Frames(images, fps, np.arange(T), f"dycheck {src} camera {cam}"),
                                        cameras, covis_out)
     return out

@@ -30,26 +30,53 @@ def read_json(path: Path) -> Any:
         raise DynrecError(f"{path} is not valid JSON ({exc})") from exc
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """[H, W, 3] uint8 (an alpha channel is dropped)."""
+def _read_image(path: Path, mode: str | None) -> np.ndarray:
+    """The image at ``path`` converted to ``mode`` (None: the stored values); errors name it."""
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im.convert(mode) if mode else im)
     except FileNotFoundError:
         raise DynrecError(f"image {path} is missing") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise DynrecError(f"{path} is not a readable image ({exc})") from exc
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """[H, W, 3] uint8 (an alpha channel is dropped)."""
+    return _read_image(path, "RGB")
 
 
 def read_image_raw(path: Path) -> np.ndarray:
     """The stored values, unconverted: palette indices of a 'P' PNG, 16-bit depth, grey levels."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im)
-    except FileNotFoundError:
-        raise DynrecError(f"image {path} is missing") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DynrecError(f"{path} is not a readable image ({exc})") from exc
+    return _read_image(path, None)
+
+
+def read_sequence(images_root: Path, scene: str | None, fmt: str, pattern: str,
+                  expected: str) -> tuple[Path, list[Path], np.ndarray]:
+    """The sequence ``scene`` of a dataset with one folder of frames per sequence
+    (``images_root/<scene>/<pattern>``, Sintel, DAVIS): ``(folder, files, images [T, H, W, 3])``,
+    files in name order.
+
+    Raises:
+        DynrecError: no ``scene`` given or no such folder (the message lists the sequences there),
+            or fewer than 2 frames (``expected`` says what was looked for).
+    """
+    seqs = sorted(p.name for p in images_root.iterdir() if p.is_dir())
+    if scene is None:
+        raise DynrecError(f"{fmt}: name the sequence with --scene (in {images_root}: {listing(seqs, 8)})")
+    folder = images_root / scene
+    if not folder.is_dir():
+        raise DynrecError(f"{fmt}: no sequence {scene!r} in {images_root} (there: {listing(seqs, 8)})")
+    files = sorted(folder.glob(pattern))
+    if len(files) < 2:
+        raise DynrecError(f"{folder}: {len(files)} frame(s); expected {expected}")
+    return folder, files, np.stack([read_rgb(f) for f in files])
+
+
+def per_frame_files(folder: Path, frames: list[Path], suffix: str) -> tuple[list[Path], list[str]]:
+    """``folder/<frame stem><suffix>`` for each of ``frames``, and the stems of those absent."""
+    paths = [folder / f"{f.stem}{suffix}" for f in frames]
+    return paths, [p.stem for p in paths if not p.is_file()]
 
 
 def read_depth_png(path: Path, scale: float) -> np.ndarray:

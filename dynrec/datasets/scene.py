@@ -42,6 +42,13 @@ class HeldoutView:
     depth: np.ndarray | None = None
     masks: np.ndarray | None = None
 
+    def take(self, index: np.ndarray, fps: float) -> HeldoutView:
+        """The view at frames ``index`` [T'], its frames at ``fps`` (the training view's)."""
+        f, c = self.frames, self.cameras
+        return HeldoutView(Frames(f.images[index], fps, np.arange(len(index)), f.source),
+                           Cameras(c.K[index], c.w2c[index], c.width, c.height, c.method),
+                           *(None if a is None else a[index] for a in (self.covisible, self.depth, self.masks)))
+
 
 @dataclass
 class ImportedScene:
@@ -82,7 +89,8 @@ class ImportedScene:
 
     def take(self, index: np.ndarray) -> ImportedScene:
         """The scene at frames ``index`` [T'] of its frames (a benchmark's frame subset);
-        ``info["frame_indices"]`` records them in the dataset's frame order."""
+        ``info["frame_indices"]`` records them in the dataset's frame order. A stride lowers the
+        frame rate of the training and the held-out views alike (fps / median step)."""
         index = np.asarray(index, dtype=np.int64)
         if len(index) < 2:
             raise DynrecError(f"{self.dataset} import: the frame selection keeps {len(index)} of {self.T} frames; "
@@ -92,13 +100,7 @@ class ImportedScene:
         frames = Frames(f.images[index], f.fps / max(step, 1.0), np.arange(len(index)), f.source)
         cams = self.cameras
         cameras = None if cams is None else Cameras(cams.K[index], cams.w2c[index], cams.width, cams.height, cams.method)
-        heldout = {
-            name: HeldoutView(Frames(v.frames.images[index], v.frames.fps, np.arange(len(index)), v.frames.source),
-                              Cameras(v.cameras.K[index], v.cameras.w2c[index], v.cameras.width, v.cameras.height,
-                                      v.cameras.method),
-                              None if v.covisible is None else v.covisible[index],
-                              None if v.depth is None else v.depth[index], None if v.masks is None else v.masks[index])
-            for name, v in self.heldout.items()}
+        heldout = {name: v.take(index, frames.fps) for name, v in self.heldout.items()}
         info = {k: ([v[i] for i in index] if isinstance(v, list) and len(v) == self.T else v)
                 for k, v in self.info.items()}
         previous = self.info.get("frame_indices")
@@ -132,18 +134,23 @@ class ImportedScene:
                                   f"and {len(view.cameras.w2c)} cameras, the training view {T}")
 
 
+def _save_view(folder: Path, frames: Frames, cameras: Cameras | None, **maps: np.ndarray | None) -> None:
+    """``folder/{frames,cameras}`` and each of ``maps`` that is not None as ``folder/<name>``
+    (``depth`` a Depth artifact, the others Masks)."""
+    frames.save(folder / "frames")
+    if cameras is not None:
+        cameras.save(folder / "cameras")
+    for name, arr in maps.items():
+        if arr is not None:
+            (Depth(arr) if name == "depth" else Masks(arr)).save(folder / name)
+
+
 def write_scene(scene: ImportedScene, out: Path) -> dict[str, Any]:
     """Write ``scene`` into the folder ``out`` (synth layout); ``scene.json`` last. Returns it."""
     scene.check()
     T, H, W = scene.frames.shape
     gt = out / "gt"
-    scene.frames.save(gt / "frames")
-    if scene.cameras is not None:
-        scene.cameras.save(gt / "cameras")
-    if scene.depth is not None:
-        Depth(scene.depth).save(gt / "depth")
-    if scene.masks is not None:
-        Masks(scene.masks).save(gt / "masks")
+    _save_view(gt, scene.frames, scene.cameras, depth=scene.depth, masks=scene.masks)
     if scene.tracks is not None:
         scene.tracks.save(gt / "tracks")
     if scene.keypoints is not None:
@@ -151,15 +158,8 @@ def write_scene(scene: ImportedScene, out: Path) -> dict[str, Any]:
         if scene.keypoint_valid_3d is not None:
             save_npz(gt / KEYPOINT_DEPTH_FILE, {"valid_3d": scene.keypoint_valid_3d}, KEYPOINT_DEPTH_SPEC)
     for cam, view in scene.heldout.items():
-        folder = out / "heldout" / cam
-        view.frames.save(folder / "frames")
-        view.cameras.save(folder / "cameras")
-        if view.covisible is not None:
-            Masks(view.covisible).save(folder / "covisible")
-        if view.depth is not None:
-            Depth(view.depth).save(folder / "depth")
-        if view.masks is not None:
-            Masks(view.masks).save(folder / "masks")
+        _save_view(out / "heldout" / cam, view.frames, view.cameras, covisible=view.covisible, depth=view.depth,
+                   masks=view.masks)
     info = {
         "format": FORMAT, "dataset": scene.dataset, "scene": scene.scene, "split": scene.split,
         "fps": scene.frames.fps, "width": W, "height": H, "frames": T, "heldout": sorted(scene.heldout),

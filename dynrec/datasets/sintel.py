@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dynrec.artifacts import Cameras, Frames
-from dynrec.datasets.io import listing, need, read_rgb
+from dynrec.datasets.io import listing, need, per_frame_files, read_sequence
 from dynrec.datasets.scene import ImportedScene
 from dynrec.errors import DynrecError
 
@@ -79,24 +79,17 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
     if pass_ not in PASSES:
         raise DynrecError(f"sintel: the render pass must be one of {', '.join(PASSES)}, got {pass_!r}")
     images_root = need(src / pass_, "Sintel", f"{pass_}/<sequence>/frame_0001.png")
-    seqs = sorted(p.name for p in images_root.iterdir() if p.is_dir())
-    if scene is None or not (images_root / scene).is_dir():
-        raise DynrecError(f"sintel: name a sequence with --scene (in {images_root}: {listing(seqs, 8)})")
-    files = sorted((images_root / scene).glob("frame_*.png"))
-    if len(files) < 2:
-        raise DynrecError(f"{images_root / scene}: {len(files)} frame(s); expected frame_0001.png ...")
-    images = np.stack([read_rgb(f) for f in files])
+    folder, files, images = read_sequence(images_root, scene, FORMAT, "frame_*.png", "frame_0001.png ...")
     T, H, W = images.shape[:3]
     missing: list[str] = []
     cameras = None
     cam_dir = src / "camdata_left" / scene
-    cams = [cam_dir / f"{f.stem}.cam" for f in files]
-    absent = [p.stem for p in cams if not p.is_file()]
+    cams, absent = per_frame_files(cam_dir, files, ".cam")
     if len(absent) == T:
         missing.append(f"cameras: no {cam_dir}")
     elif absent:
         raise DynrecError(f"{cam_dir}: {len(absent)} of {T} frames have no .cam file ({listing(absent)}); "
-                          f"the frames ({images_root / scene}) and cameras must match")
+                          f"the frames ({folder}) and cameras must match")
     else:
         Ks, w2cs = [], []
         for p in cams:
@@ -109,8 +102,7 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
         cameras = Cameras(np.stack(Ks), np.stack(w2cs), W, H, "gt")
     depth = None
     d_dir = src / "depth" / scene
-    dpts = [d_dir / f"{f.stem}.dpt" for f in files]
-    absent = [p.stem for p in dpts if not p.is_file()]
+    dpts, absent = per_frame_files(d_dir, files, ".dpt")
     if len(absent) == T:
         missing.append(f"depth: no {d_dir}")
     elif absent:
