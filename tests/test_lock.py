@@ -114,3 +114,23 @@ def test_commands_refuse_a_work_dir_in_use(cli, scene, tmp_path, sleeper):
     assert r.code == 1
     assert f"is in use by preprocess, stage tracks (pid {sleeper.pid}" in " ".join(r.err.split())
     assert not (work / "frames").exists()
+
+
+def test_proc_stat_gives_start_times_and_zombies(sleeper):
+    """/proc/PID/stat read once per question: a later process has a later start time, a reused
+    pid (another start time) is stale, a zombie is not alive, an unknown pid has no start."""
+    from dynrec.pipeline.lock import _pid_alive, _proc_start, stale_reason
+
+    ours, theirs = _proc_start(os.getpid()), _proc_start(sleeper.pid)
+    assert ours is not None and theirs is not None and theirs >= ours
+    host = socket.gethostname()
+    same = LockOwner(host, sleeper.pid, theirs, 0.0, time.time(), "preprocess", "", "t")
+    assert stale_reason(same) is None
+    reused = LockOwner(host, sleeper.pid, theirs - 1, 0.0, time.time(), "preprocess", "", "t")
+    assert stale_reason(reused) == f"pid {sleeper.pid} on {host} now belongs to another process"
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 20
+    while _pid_alive(zombie.pid) and time.time() < deadline:  # exited, not reaped: a zombie
+        time.sleep(0.05)
+    assert not _pid_alive(zombie.pid) and zombie.poll() == 0
+    assert _proc_start(zombie.pid) is None and _proc_start(2**22 + 1) is None
