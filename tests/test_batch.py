@@ -115,6 +115,52 @@ def test_gpu_wanted_by_group(tmp_path):
         needs_gpu(Job("a", job.source, job.work, sets=["frames.bogus=1"], origin="list.txt:4"), BatchOptions())
 
 
+def test_the_gpu_plan_is_made_once_and_each_record_read_once(tmp_path, monkeypatch):
+    """``dynrec batch`` resolves each video's config once (the GPU plan that also checks
+    --set) and hands it to the engine; the summary reads each video's record once."""
+    import dynrec.batch.engine as engine_mod
+    from dynrec.batch import driver, summary
+    from dynrec.batch.command import EngineOptions, batch
+    from dynrec.batch.tasks import GroupResult
+
+    calls: list[str] = []
+    real = driver.needs_gpu
+    monkeypatch.setattr(driver, "needs_gpu", lambda job, opts: calls.append(job.name) or real(job, opts))
+
+    class Recording:
+        description = "recording engine"
+
+        def __init__(self) -> None:
+            self.submitted: list[tuple[str, str, bool]] = []
+
+        def submit(self, job, group, opts, gpu):
+            self.submitted.append((job.name, group, gpu))
+            return len(self.submitted)
+
+        def wait(self, handles, timeout):
+            name, group, _ = self.submitted[handles[0] - 1]
+            return [(handles[0], GroupResult(name, group, "done"))]
+
+        def close(self):
+            return None
+
+    engine = Recording()
+    monkeypatch.setattr(engine_mod.RayEngine, "connect", classmethod(lambda cls, *a: engine))
+    for name in ("a", "b"):
+        _touch(tmp_path / "in" / f"{name}.mp4")
+    opts = BatchOptions(until="reconstruct", sets=["run.device=cpu"])
+    batch([tmp_path / "in"], tmp_path / "runs", opts, EngineOptions(), False, Console(width=200))
+    assert sorted(calls) == ["a", "b"]
+    assert sorted(engine.submitted) == [("a", "preprocess", False), ("a", "reconstruct", False),
+                                        ("b", "preprocess", False), ("b", "reconstruct", False)]
+    reads: list[Path] = []
+    real_read = summary.read_record
+    monkeypatch.setattr(summary, "read_record", lambda work: reads.append(work) or real_read(work))
+    rows, groups = summary.gather(tmp_path / "runs")
+    assert [r["video"] for r in rows] == ["a", "b"] and groups == ["preprocess", "reconstruct"]
+    assert sorted(p.name for p in reads) == ["a", "b"]
+
+
 def _manifest(tmp_path: Path, scene: Path, broken: bool = True) -> Path:
     lines = [f"{scene / 'video.mp4'} --gt {scene} --name short --set frames.max_frames=8",
              f"{scene / 'video.mp4'} --gt {scene} --name full"]

@@ -27,20 +27,19 @@ def batch(inputs: list[Path], runs: Path, opts: BatchOptions, engine_opts: Engin
           console: Console) -> None:
     """Find the videos, connect to Ray, run, print the summary; a failed video makes the
     command fail (after every other video has run)."""
-    from dynrec.batch.driver import needs_gpu, run_batch
+    from dynrec.batch.driver import gpu_plan, run_batch
     from dynrec.batch.engine import RayEngine
 
     if engine_opts.retries < 0:
         raise DynrecError(f"--retries must be 0 or more, got {engine_opts.retries}")
     _ = opts.groups  # checks --until before anything runs
     jobs = discover(inputs, runs, scene_gt=scene_gt)
-    for job in jobs:
-        needs_gpu(job, opts)  # a bad --set fails here, naming the video, before Ray starts
+    gpu = gpu_plan(jobs, opts)  # a bad --set fails here, naming the video, before Ray starts
     engine = RayEngine.connect(engine_opts.address, engine_opts.cpus_per_task, engine_opts.gpus_per_task,
                                engine_opts.retries)
     console.print(f"dynrec batch: {len(jobs)} video(s) on the {engine.description}, up to {opts.until}",
                   highlight=False)
-    rows = run_batch(jobs, runs, opts, engine, console)
+    rows = run_batch(jobs, runs, opts, engine, console, gpu=gpu)
     failed = [r["video"] for r in rows if r["status"] == "failed"]
     if failed:
         raise DynrecError(f"{len(failed)} of {len(rows)} videos failed ({', '.join(failed[:5])}"

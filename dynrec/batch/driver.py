@@ -125,11 +125,17 @@ def _poll_running(video: _Video, progress: Progress) -> None:
         progress.changed(video)
 
 
+def gpu_plan(jobs: list[Job], opts: BatchOptions) -> dict[str, dict[str, bool]]:
+    """:func:`needs_gpu` of every job, by job name (a bad ``--set`` fails here, naming the video)."""
+    return {job.name: needs_gpu(job, opts) for job in jobs}
+
+
 def run_batch(jobs: list[Job], runs: Path, opts: BatchOptions, engine: Engine, console: Console,
-              poll_s: float = 0.5) -> list[dict[str, Any]]:
-    """Run every job's groups on ``engine``; write and print the summary; return its rows."""
+              poll_s: float = 0.5, gpu: dict[str, dict[str, bool]] | None = None) -> list[dict[str, Any]]:
+    """Run every job's groups on ``engine``; write and print the summary; return its rows.
+    ``gpu``: :func:`gpu_plan` of ``jobs`` when the caller has it already."""
     groups = opts.groups
-    gpu = {job.name: needs_gpu(job, opts) for job in jobs}
+    gpu = gpu_plan(jobs, opts) if gpu is None else gpu
     runs.mkdir(parents=True, exist_ok=True)
     save_plan(runs, [{"name": j.name, "source": str(j.source), "gt": j.gt and str(j.gt), "sets": j.sets,
                       "origin": j.origin} for j in jobs], groups,

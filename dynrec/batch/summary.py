@@ -63,12 +63,13 @@ def _number(v: Any) -> float | None:
 
 def video_row(name: str, work: Path, groups: list[str], job: dict[str, Any]) -> dict[str, Any]:
     """The summary row of one video from its work dir (see the module docstring)."""
-    record = read_record(work).get("groups", {})
+    record = read_record(work)
+    results = record.get("groups", {})
     row: dict[str, Any] = {"video": name, "status": "pending", "group": "", "error": "", "device": "",
                            "host": "", "source": job.get("source", ""), "gt": job.get("gt") or "",
                            "work": str(work), "not_computed": ""}
     for group in groups:
-        res = record.get(group)
+        res = results.get(group)
         if res is None:
             row["group"] = group
             break
@@ -89,7 +90,7 @@ def video_row(name: str, work: Path, groups: list[str], job: dict[str, Any]) -> 
         t = None if manifest is None else manifest.get("duration_s")
         row[f"time_{spec.name}"] = t
         total += t or 0.0
-    eval_s = read_record(work).get("eval_s")
+    eval_s = record.get("eval_s")
     row["time_eval"] = eval_s
     row["time_total"] = round(total + (eval_s or 0.0), 3)
     try:
