@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -94,3 +96,19 @@ def test_write_pngs_and_pad_even(tmp_path) -> None:
     np.testing.assert_array_equal(padded[:, :3, :5], images)
     assert padded[:, 3].max() == 0 and padded[:, :, 5].max() == 0
     assert pad_even(padded) is padded
+
+
+def test_replacing_folder_swaps_whole_or_not_at_all(tmp_path) -> None:
+    from dynrec.artifacts.base import replacing_folder
+
+    final = tmp_path / "out" / "ply"
+    final.mkdir(parents=True)
+    (final / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), replacing_folder(final) as tmp:
+        (tmp / "half.txt").write_text("half")
+        raise RuntimeError("writer failed")
+    assert [p.name for p in final.iterdir()] == ["old.txt"] and sorted(os.listdir(tmp_path / "out")) == ["ply"]
+    with replacing_folder(final) as tmp:
+        assert tmp == tmp_path / "out" / ".ply.partial" and not any(tmp.iterdir())
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in final.iterdir()] == ["new.txt"] and sorted(os.listdir(tmp_path / "out")) == ["ply"]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,3 +126,21 @@ def load_json(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
         if key not in obj:
             raise ArtifactError(path, key, "missing")
     return obj
+
+
+@contextmanager
+def replacing_folder(final: Path) -> Iterator[Path]:
+    """Build a folder that replaces ``final`` whole: yields a new empty ``.<name>.partial`` next
+    to it; on success that replaces ``final`` (an old one is removed first), on any error it is
+    removed and ``final`` is left as it was."""
+    tmp = final.parent / f".{final.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.replace(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -9,12 +9,12 @@ place when complete, so a failed export leaves an earlier one as it was.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from dynrec.artifacts.base import replacing_folder
 from dynrec.artifacts.types import write_pngs
 from dynrec.choices import parse_choices
 from dynrec.errors import DynrecError
@@ -59,19 +59,9 @@ def export(rec: Reconstruction, formats: list[str], out: Path, times: list[int],
     check_output_dir(out)
     written: dict[str, list[Path]] = {}
     for fmt in formats:
-        final = out / fmt
-        tmp = out / f".{fmt}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with replacing_folder(out / fmt) as tmp:
             files = _WRITERS[fmt](rec, tmp, times, sh_degree, progress)
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.replace(final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        written[fmt] = [final / f.relative_to(tmp) for f in files]
+        written[fmt] = [out / fmt / f.relative_to(tmp) for f in files]
     return written
 
 

@@ -18,7 +18,6 @@ when asked; ``cameras.json`` (the path in the ``transforms.json`` format, with t
 from __future__ import annotations
 
 import colorsys
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
@@ -28,6 +27,7 @@ import cv2
 import numpy as np
 import torch
 
+from dynrec.artifacts.base import replacing_folder
 from dynrec.artifacts.types import write_pngs
 from dynrec.choices import parse_choices
 from dynrec.errors import DynrecError
@@ -277,16 +277,7 @@ def render(rec: Reconstruction, shots: list[Shot], fps: float | None = None, ove
         if final.exists() and not final.is_dir():
             raise DynrecError(f"output path {final} is a file, not a folder; move it away or choose --name")
         seq = render_shot(rec, shot, lambda done, total, n=shot.name: progress(f"render {n}", done, total))
-        tmp = base / f".{shot.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with replacing_folder(final) as tmp:
             write_shot(tmp, rec, shot, seq, fps, overlays)
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.replace(final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         folders.append(final)
     return folders
