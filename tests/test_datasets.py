@@ -302,6 +302,17 @@ def test_sintel_cam_and_dpt_files(cli, scene, tmp_path):
     np.testing.assert_allclose(got.w2c, cams.w2c[:5], atol=1e-6)
     np.testing.assert_array_equal(Depth.load(work / "depth").depth, depth)
     assert json.loads((work / "dataset" / "manifest.json").read_text())["split"] == "training"
+    cam3 = root / "camdata_left" / "alley_9" / "frame_0003.cam"
+    cam3.rename(tmp_path / "frame_0003.cam")
+    with pytest.raises(DynrecError, match=r"alley_9: 1 of 5 frames have no .cam file \(frame_0003\); the frames "
+                                          r"\(.*final/alley_9\) and cameras must match"):
+        convert("sintel", root, scene="alley_9")
+    (tmp_path / "frame_0003.cam").rename(cam3)
+    shutil.move(root / "depth", tmp_path / "depth")
+    no_depth = convert("sintel", root, scene="alley_9")
+    assert no_depth.depth is None and no_depth.cameras is not None
+    assert no_depth.missing == [f"depth: no {root / 'depth' / 'alley_9'}"]
+    shutil.move(tmp_path / "depth", root / "depth")
     (root / "depth" / "alley_9" / "frame_0002.dpt").write_bytes(b"PIEH0000")  # the tag, then 4 bytes
     with pytest.raises(Exception, match="frame_0002.dpt: truncated"):
         convert("sintel", root, scene="alley_9")

@@ -72,6 +72,23 @@ def write_dpt(path: Path, depth: np.ndarray) -> None:
                      + np.asarray(depth, np.float32).tobytes())
 
 
+def _all_or_none(folder: Path, frames: list[Path], suffix: str, frames_folder: Path, what: str,
+                 missing: list[str]) -> list[Path] | None:
+    """``folder/<frame><suffix>`` of every frame; None (and noted in ``missing``) when none is there.
+
+    Raises:
+        DynrecError: some frames have one and others not.
+    """
+    paths, absent = per_frame_files(folder, frames, suffix)
+    if len(absent) == len(frames):
+        missing.append(f"{what}: no {folder}")
+        return None
+    if absent:
+        raise DynrecError(f"{folder}: {len(absent)} of {len(frames)} frames have no {suffix} file ({listing(absent)}); "
+                          f"the frames ({frames_folder}) and {what} must match")
+    return paths
+
+
 def convert(src: Path, *, resolution: str | None = None, scene: str | None = None) -> ImportedScene:
     """Read sequence ``scene`` of the Sintel ``training`` folder ``src`` (pass ``final`` or
     ``clean`` given as ``resolution``)."""
@@ -82,15 +99,10 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
     folder, files, images = read_sequence(images_root, scene, FORMAT, "frame_*.png", "frame_0001.png ...")
     T, H, W = images.shape[:3]
     missing: list[str] = []
-    cameras = None
-    cam_dir = src / "camdata_left" / scene
-    cams, absent = per_frame_files(cam_dir, files, ".cam")
-    if len(absent) == T:
-        missing.append(f"cameras: no {cam_dir}")
-    elif absent:
-        raise DynrecError(f"{cam_dir}: {len(absent)} of {T} frames have no .cam file ({listing(absent)}); "
-                          f"the frames ({folder}) and cameras must match")
-    else:
+    cameras: Cameras | None = None
+    depth: np.ndarray | None = None
+    cam_dir, d_dir = src / "camdata_left" / scene, src / "depth" / scene
+    if (cams := _all_or_none(cam_dir, files, ".cam", folder, "cameras", missing)) is not None:
         Ks, w2cs = [], []
         for p in cams:
             M, N = read_cam(p)
@@ -100,14 +112,7 @@ def convert(src: Path, *, resolution: str | None = None, scene: str | None = Non
             Ks.append(K)
             w2cs.append(np.vstack([N, [0.0, 0.0, 0.0, 1.0]]))
         cameras = Cameras(np.stack(Ks), np.stack(w2cs), W, H, "gt")
-    depth = None
-    d_dir = src / "depth" / scene
-    dpts, absent = per_frame_files(d_dir, files, ".dpt")
-    if len(absent) == T:
-        missing.append(f"depth: no {d_dir}")
-    elif absent:
-        raise DynrecError(f"{d_dir}: {len(absent)} of {T} frames have no .dpt file ({listing(absent)})")
-    else:
+    if (dpts := _all_or_none(d_dir, files, ".dpt", folder, "depth", missing)) is not None:
         depth = np.stack([read_dpt(p) for p in dpts])
         if depth.shape != (T, H, W):
             raise DynrecError(f"{d_dir}: depth is {depth.shape[2]}x{depth.shape[1]}, the frames {W}x{H}")
