@@ -148,3 +148,44 @@ def test_box_tracks_are_those_on_the_object_grabcut_finds_in_the_box() -> None:
     np.testing.assert_array_equal(box_tracks(frame, xy, visible, box, min_tracks=3), [0, 1, 2])
     # too few tracks on the segment to trust it: every track in the box
     np.testing.assert_array_equal(box_tracks(frame, xy, visible, box, min_tracks=4), [0, 1, 2, 3, 4])
+
+
+def _blocks(T: int = 3) -> np.ndarray:
+    """[T, H, W, 3] frames: grey noise with a red block (x 20..50) and a blue one (x 110..140), y 40..80."""
+    rng = np.random.default_rng(5)
+    frame = np.clip(128 + 20 * rng.standard_normal((H, W, 1)), 0, 255).repeat(3, -1)
+    frame[40:80, 20:50] = (220, 30, 30)
+    frame[40:80, 110:140] = (30, 30, 220)
+    return np.repeat(frame[None].astype(np.uint8), T, 0)
+
+
+def _block_tracks(T: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Still tracks on a 5-px grid (xy [N, T, 2], visible [N, T]) and which block each is on
+    (0 none, 1 red, 2 blue)."""
+    gx, gy = np.meshgrid(np.arange(2.5, W, 5.0), np.arange(2.5, H, 5.0))
+    pts = np.c_[gx.ravel(), gy.ravel()]
+    inside = lambda x0, x1: (pts[:, 0] > x0) & (pts[:, 0] < x1) & (pts[:, 1] > 40) & (pts[:, 1] < 80)
+    block = np.where(inside(20, 50), 1, np.where(inside(110, 140), 2, 0))
+    return np.repeat(pts[:, None], T, 1), np.ones((len(pts), T), bool), block
+
+
+def test_tracks_only_the_multiview_model_calls_moving_are_no_seeds_on_their_own() -> None:
+    from dynrec.vision.motionseg import MaskParams, MotionScores, segment
+
+    frames = _blocks()
+    xy, visible, block = _block_tracks()
+    T = frames.shape[0]
+    score = (block > 0).astype(float)  # both blocks moving, the rest still
+    weak = block == 2  # the blue block: the multi-view model's word alone (a drifting background)
+    scores = MotionScores(score, np.full(len(score), 40.0), np.repeat(score[:, None], T, 1), weak)
+    params = MaskParams()
+    masks = segment(frames, xy, visible, scores, params=params)
+    red, blue = masks[:, 45:75, 25:45], masks[:, 45:75, 115:135]
+    assert red.mean() > 0.95 and not blue.any()
+    # when the pairs call too few tracks moving, the multi-view model's finds are seeds again
+    few = MaskParams(min_strong=int((block == 1).sum()) + 1)
+    masks = segment(frames, xy, visible, scores, params=few)
+    assert masks[:, 45:75, 25:45].mean() > 0.95 and masks[:, 45:75, 115:135].mean() > 0.95
+    # and without the flag both blocks are seeds
+    masks = segment(frames, xy, visible, MotionScores(score, scores.pairs, scores.sample), params=params)
+    assert masks[:, 45:75, 115:135].mean() > 0.95

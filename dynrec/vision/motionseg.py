@@ -175,11 +175,15 @@ class MotionScores:
     """``track`` [N]: evidence in [0, 1] that a track moves against the camera motion (pairs:
     the fraction of the compared frame pairs in which it moved; multi-view: see
     :func:`multiview_scores`); ``pairs`` [N]: in how many pairs (samples) it was compared;
-    ``sample`` [N, T]: the same at frame t (NaN where none)."""
+    ``sample`` [N, T]: the same at frame t (NaN where none); ``weak`` [N] bool or None: the
+    track's score comes from the multi-view model alone (:func:`camera_motion_scores`), whose
+    false alarms are background tracks that drift by a few pixels over the video, so
+    :func:`segment` lets them join the foreground only next to tracks the pairs also call moving."""
 
     track: np.ndarray
     pairs: np.ndarray
     sample: np.ndarray
+    weak: np.ndarray | None = None
 
 
 def motion_scores(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray | None, size: tuple[int, int],
@@ -307,7 +311,8 @@ def camera_motion_scores(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray 
                 # explain over the whole video (e.g. a walker the camera passes)
                 multi, pairs = multiview_scores(err, params), motion_scores(xy, visible, depth, size, params)
                 return MotionScores(np.fmax(multi.track, pairs.track), np.maximum(multi.pairs, pairs.pairs),
-                                    np.fmax(multi.sample, pairs.sample)), "multiview+pairs"
+                                    np.fmax(multi.sample, pairs.sample),
+                                    weak=np.nan_to_num(multi.track) > np.nan_to_num(pairs.track)), "multiview+pairs"
     return motion_scores(xy, visible, depth, size, params), "pairs"
 
 
@@ -424,7 +429,9 @@ class MaskParams:
     ``iters``: GrabCut iterations; ``hysteresis``: tracks neither moving nor still (score
     between ``static`` and ``moving``, half of ``min_pairs``) join the foreground seeds when a
     chain of such tracks, each step under ``weak_link`` (fraction of max(W, H)), links them to
-    a moving one in that frame (a subject's slow parts move with its fast ones)."""
+    a moving one in that frame (a subject's slow parts move with its fast ones). Tracks only the
+    multi-view model calls moving (:attr:`MotionScores.weak`) are such in-between tracks too,
+    unless fewer than ``min_strong`` tracks are moving by the pairs' evidence."""
 
     moving: float = 0.5
     sample_moving: float = 0.3
@@ -441,6 +448,7 @@ class MaskParams:
     iters: int = 4
     hysteresis: bool = True
     weak_link: float = 0.02
+    min_strong: int = 8
 
 
 def _clustered(points: np.ndarray, link: float, min_cluster: float) -> np.ndarray:
@@ -573,6 +581,8 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
     K = _pinhole(W, H, motion.focal)
     sample = np.where(np.isnan(scores.sample), scores.track[:, None], scores.sample)
     moving = (scores.track >= params.moving) & (scores.pairs >= params.min_pairs)
+    if scores.weak is not None and (moving & ~scores.weak).sum() >= params.min_strong:
+        moving &= ~scores.weak  # the multi-view model's own finds join through the hysteresis below
     static = scores.track < params.static
     is_subject = np.zeros(len(xy), bool)
     if subject is not None:
