@@ -38,7 +38,8 @@ class TracksParams:
     eigenvalue of a seeded point (RGB in [0, 1]); ``patch_radius``: tracked patches are
     (2r+1)^2 pixels; ``fb_px``: frame-to-frame forward-backward threshold (pixels);
     ``max_residual``: mean colour distance above which a point is occluded; ``flow_start``:
-    the chain step also tries a start from dense optical flow (docs/offline-preprocess.md)."""
+    where the constant-velocity start is in doubt, the chain step also starts from dense
+    optical flow (docs/offline-preprocess.md)."""
 
     backend: str = "learned"
     model: str = "cotracker3_offline"
@@ -138,6 +139,6 @@ def _check(params: TracksParams) -> None:
 
 
 STAGE = StageSpec(
-    name="tracks", version=3, upstream=("frames", "depth"), params=TracksParams, run=run,
+    name="tracks", version=4, upstream=("frames", "depth"), params=TracksParams, run=run,
     external=gt_external("tracks"), summary="2D point tracks [N,T,2] with visibility", weights=_weights, check=_check,
 )
