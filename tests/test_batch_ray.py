@@ -75,11 +75,16 @@ def kill_once(work: Path, stage: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _preprocess_with(hook, retries: int, scene: Path, runs: Path) -> tuple[list, list[dict]]:
+    """Batch-preprocess ``scene`` into ``runs`` with a worker ``hook`` and Ray ``retries``: (jobs, rows)."""
+    jobs = discover([scene], runs, scene_gt=True)
+    opts = BatchOptions(until="preprocess", preset="tiny", hook=hook)
+    return jobs, run_batch(jobs, runs, opts, RayEngine.connect(retries=retries), Console(width=200))
+
+
 def test_killed_worker_is_retried(local_ray, scene, tmp_path):
     runs = tmp_path / "runs"
-    jobs = discover([scene], runs, scene_gt=True)
-    opts = BatchOptions(until="preprocess", preset="tiny", hook=kill_once)
-    rows = run_batch(jobs, runs, opts, RayEngine.connect(retries=2), Console(width=200))
+    jobs, rows = _preprocess_with(kill_once, 2, scene, runs)
     assert [r["status"] for r in rows] == ["done"]
     work = runs / jobs[0].name
     killed = int((runs / f"killed-{jobs[0].name}").read_text())
@@ -99,9 +104,7 @@ def kill_always(work: Path, stage: str) -> None:
 
 def test_worker_dying_on_every_try_fails_that_video(local_ray, scene, tmp_path):
     runs = tmp_path / "runs"
-    jobs = discover([scene], runs, scene_gt=True)
-    opts = BatchOptions(until="preprocess", preset="tiny", hook=kill_always)
-    rows = run_batch(jobs, runs, opts, RayEngine.connect(retries=0), Console(width=200))
+    jobs, rows = _preprocess_with(kill_always, 0, scene, runs)
     assert rows[0]["status"] == "failed" and rows[0]["group"] == "preprocess"
     assert rows[0]["error"].startswith("worker died (tried 1 time); finished stages are kept")
     assert (runs / jobs[0].name / "frames" / "manifest.json").exists()

@@ -178,6 +178,8 @@ def test_tracks_only_the_multiview_model_calls_moving_are_no_seeds_on_their_own(
     score = (block > 0).astype(float)  # both blocks moving, the rest still
     weak = block == 2  # the blue block: the multi-view model's word alone (a drifting background)
     scores = MotionScores(score, np.full(len(score), 40.0), np.repeat(score[:, None], T, 1), weak)
+    np.testing.assert_array_equal(scores.moving(0.5, 20), block == 1)  # what both masks backends seed with
+    np.testing.assert_array_equal(scores.moving(0.5, 20, min_strong=1000), block > 0)
     params = MaskParams()
     masks = segment(frames, xy, visible, scores, params=params)
     red, blue = masks[:, 45:75, 25:45], masks[:, 45:75, 115:135]

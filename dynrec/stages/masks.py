@@ -95,7 +95,7 @@ def _learned(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
     ev = _motion(ctx, params)
     frames, tracks, subject, scores = ev.frames, ev.tracks, ev.subject, ev.scores
     T, H, W = frames.shape[:3]
-    moving = (scores.track >= params.moving) & (scores.pairs > 0)
+    moving = scores.moving(params.moving, 1)  # tracks only the multi-view model calls moving prompt nothing
     chosen = moving if subject is None else np.isin(np.arange(len(moving)), subject)
     if not chosen.any():
         raise DynrecError(
@@ -177,7 +177,7 @@ def _offline(ctx: StageContext, params: MasksParams) -> dict[str, Any]:
     mask_params = replace(MaskParams(), moving=params.moving)
     masks = segment(frames, tracks.xy, tracks.visible, scores, depth, subject, mask_params, motion,
                     progress=lambda done, total: ctx.progress("segmenting", done, total))
-    moving = int(((scores.track >= params.moving) & (scores.pairs > 0)).sum())
+    moving = int(scores.moving(params.moving, 1).sum())
     chosen = "prompt" if subject is not None else "motion"
     lifted = foreground_tracks(tracks.xy, tracks.visible, masks, 0.6)  # as lift counts them
     if subject is None and params.fixation and len(lifted) < params.min_subject_tracks:
@@ -238,6 +238,6 @@ def _check(params: MasksParams) -> None:
 
 
 STAGE = StageSpec(
-    name="masks", version=3, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
+    name="masks", version=4, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
     external=gt_external("masks"), summary="foreground masks [T,H,W]", weights=_weights, check=_check,
 )

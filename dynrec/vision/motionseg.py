@@ -185,6 +185,14 @@ class MotionScores:
     sample: np.ndarray
     weak: np.ndarray | None = None
 
+    def moving(self, threshold: float, min_pairs: float, min_strong: int = 8) -> np.ndarray:
+        """[N] bool: tracks with a score of at least ``threshold`` over at least ``min_pairs``
+        compared pairs, without the ``weak`` ones unless fewer than ``min_strong`` remain."""
+        moving = (self.track >= threshold) & (self.pairs >= min_pairs)
+        if self.weak is not None and (moving & ~self.weak).sum() >= min_strong:
+            moving &= ~self.weak
+        return moving
+
 
 def motion_scores(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray | None, size: tuple[int, int],
                   params: MotionParams | None = None) -> MotionScores:
@@ -580,9 +588,7 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
     L = max(W, H)
     K = _pinhole(W, H, motion.focal)
     sample = np.where(np.isnan(scores.sample), scores.track[:, None], scores.sample)
-    moving = (scores.track >= params.moving) & (scores.pairs >= params.min_pairs)
-    if scores.weak is not None and (moving & ~scores.weak).sum() >= params.min_strong:
-        moving &= ~scores.weak  # the multi-view model's own finds join through the hysteresis below
+    moving = scores.moving(params.moving, params.min_pairs, params.min_strong)  # the weak join by hysteresis below
     static = scores.track < params.static
     is_subject = np.zeros(len(xy), bool)
     if subject is not None:
