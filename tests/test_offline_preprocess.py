@@ -57,6 +57,41 @@ def test_tracker_follows_a_translating_texture():
     assert (result.confidence > 0.5).all()
 
 
+def test_patch_alignment_recovers_an_affine_warp():
+    """A texture rotated by 8 degrees, scaled by 1.05 and shifted: the affine alignment finds
+    the warp of every patch centre, also of those that leave the working set early, and ``warp`` /
+    ``_inverse_2x2`` agree with the matrix forms they replace."""
+    from dynrec.vision.patches import AlignParams, Pyramid, _inverse_2x2, align, extract, offsets, warp
+
+    W, H = 96, 80
+    tex = texture(W, H, seed=4)
+    c, s = 1.05 * np.cos(0.14), 1.05 * np.sin(0.14)
+    L = np.array([[c, -s], [s, c]], np.float32)
+    shift = np.array([1.4, -0.9], np.float32)
+    centre = np.array([W / 2, H / 2], np.float32)
+    # x' = centre + L (x - centre) + shift in +0.5-centred pixels; warpAffine uses integer centres
+    M = np.c_[L, centre + shift - L @ centre + (L @ [0.5, 0.5] - 0.5)].astype(np.float32)
+    moved = cv2.warpAffine(tex, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    frames = (np.stack([tex, moved]) * 255).round().astype(np.uint8)
+    params = AlignParams(radius=5, levels=1, iters=(15,), affine_prior=0.0)
+    pyr = Pyramid(frames, params.levels)
+    pts = torch.tensor([[x, y] for x in (30.0, 48.0, 66.0) for y in (28.0, 40.0, 52.0)])
+    truth = torch.from_numpy(centre + shift) + (pts - torch.from_numpy(centre)) @ torch.from_numpy(L).T
+    # half the patches start at the answer: they stop early and leave the working set
+    start, A0 = pts.clone(), torch.eye(2).repeat(len(pts), 1, 1)
+    start[::2], A0[::2] = truth[::2], torch.from_numpy(L)
+    xy, A, residual = align(pyr, 1, extract(pyr, 0, pts, params), start, A0, params)
+    assert (xy - truth).norm(dim=1).max() < 0.1
+    assert (A - torch.from_numpy(L)).abs().max() < 0.02
+    assert (residual < 0.03).all()
+
+    u = offsets(3)
+    R = torch.randn(4, 2, 2) + 2 * torch.eye(2)
+    p = torch.randn(4, 2)
+    assert torch.allclose(warp(p, R, u), p[:, None] + u[None] @ R.transpose(1, 2), atol=1e-5)
+    assert torch.allclose(_inverse_2x2(R), torch.linalg.inv(R), atol=1e-4)
+
+
 def test_tracker_follows_camera_shake_from_the_dense_flow():
     """Jumps of 6-10 px in random directions each frame (a shaking camera) are beyond the
     patch alignment's reach from constant velocity; the DIS flow start keeps every point."""

@@ -110,15 +110,15 @@ def sample(stack: Tensor, xy: Tensor) -> Tensor:
     Outside the image the border pixels are repeated.
     """
     H, W = stack.shape[-2:]
-    grid = torch.stack([2 * xy[..., 0] / W - 1, 2 * xy[..., 1] / H - 1], dim=-1)[None]
-    out = F.grid_sample(stack, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grid = xy * torch.tensor([2.0 / W, 2.0 / H]) - 1.0
+    out = F.grid_sample(stack, grid[None], mode="bilinear", padding_mode="border", align_corners=False)
     return out[0].permute(1, 0, 2)
 
 
 def inside(stack: Tensor, xy: Tensor) -> Tensor:
     """Whether positions ``xy`` [..., 2] lie inside the image of ``stack`` [1, C, H, W]."""
     H, W = stack.shape[-2:]
-    return (xy[..., 0] >= 0) & (xy[..., 0] <= W) & (xy[..., 1] >= 0) & (xy[..., 1] <= H)
+    return ((xy >= 0) & (xy <= torch.tensor([float(W), float(H)]))).all(-1)
 
 
 def offsets(radius: int) -> Tensor:
@@ -128,11 +128,18 @@ def offsets(radius: int) -> Tensor:
     return torch.stack([xx.flatten(), yy.flatten()], dim=-1)
 
 
+def warp(p: Tensor, A: Tensor, u: Tensor) -> Tensor:
+    """Sample positions ``p + A u`` [N, M, 2] of patches at ``p`` [N, 2] with affines ``A``
+    [N, 2, 2] and offsets ``u`` [M, 2] (written out: a batched product with an inner size of
+    two costs several times more)."""
+    return p[:, None, :] + u[None, :, 0:1] * A[:, None, :, 0] + u[None, :, 1:2] * A[:, None, :, 1]
+
+
 @dataclass
 class Patches:
     """Templates of N points, one entry per pyramid level: ``values`` [N, 3, M] colours,
-    ``grads`` [N, 3, M, 2] their image gradients, ``weights`` [N, M] spatial x colour
-    weights."""
+    ``grads`` [N, 2, 3, M] their image gradients (d/dx, d/dy first), ``weights`` [N, M]
+    spatial x colour weights."""
 
     values: list[Tensor]
     grads: list[Tensor]
@@ -159,30 +166,36 @@ def extract(pyr: Pyramid, t: int, xy: Tensor, params: AlignParams, A: Tensor | N
     u = offsets(params.radius)
     M = u.shape[0]
     spatial = torch.exp(-(u ** 2).sum(-1) / (2 * (params.radius / 2) ** 2))[None]
-    warped = u[None].expand(len(xy), M, 2) if A is None else u[None] @ A.transpose(1, 2)
     values, grads, weights = [], [], []
     for lv in range(pyr.levels):
         stack = pyr.level(t, lv)
-        at = (xy * pyr.scale(lv))[:, None, :] + warped
+        p = xy * pyr.scale(lv)
+        at = p[:, None, :] + u[None] if A is None else warp(p, A, u)
         s = sample(stack, at)
         val = s[:, :3]
-        g = torch.stack([s[:, 3:6], s[:, 6:9]], dim=-1)  # [N, 3, M, 2]
+        g = s[:, 3:].reshape(len(xy), 2, 3, M)
         if A is not None:  # chain rule: gradients w.r.t. the template offsets u
-            g = g @ A[:, None]
+            g = torch.einsum("nba,nbcm->nacm", A, g)
         w = spatial * inside(stack, at)  # samples outside the image carry no weight
         if params.sigma_color > 0:
             dc = ((val - val[:, :, M // 2 : M // 2 + 1]) ** 2).sum(1)
             w = w * torch.exp(-dc / (2 * params.sigma_color ** 2))
-        values.append(val)
-        grads.append(g)
+        values.append(val.contiguous())
+        grads.append(g.contiguous())
         weights.append(w.expand(len(xy), M).contiguous())
     return Patches(values, grads, weights)
 
 
-#: Positions of the shift (dx, dy) and of the linear part in the parameter vector
-#: (dx, a11, a12, dy, a21, a22) of a warp ``x = (dx, dy) + (I + a) u``.
-_SHIFT = [0, 3]
-_LINEAR = [1, 2, 4, 5]
+#: A patch stops iterating at a level once its step moves no sample by more than this
+#: (pyramid-level pixels): its shift, and its linear part times the patch radius.
+STEP_TOL = 0.01
+
+
+def _inverse_2x2(m: Tensor) -> Tensor:
+    """Inverses of [N, 2, 2] matrices in closed form (the batched LAPACK call costs more)."""
+    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    adj = torch.stack([m[:, 1, 1], -m[:, 0, 1], -m[:, 1, 0], m[:, 0, 0]], dim=1).reshape(-1, 2, 2)
+    return adj / det[:, None, None]
 
 
 def align(pyr: Pyramid, t: int, patches: Patches, xy: Tensor, A: Tensor, params: AlignParams,
@@ -204,8 +217,9 @@ def align(pyr: Pyramid, t: int, patches: Patches, xy: Tensor, A: Tensor, params:
     u = offsets(params.radius)
     basis = torch.cat([torch.ones(len(u), 1), u], dim=1)  # [M, 3]: d x / d (t, A row)
     outer = (basis[:, :, None] * basis[:, None, :]).reshape(-1, 9)  # [M, 9]
-    damping = torch.full((6,), 1e-6)
-    damping[_LINEAR] += params.affine_prior
+    # parameters (dx, a11, a12, dy, a21, a22) of a warp x = (dx, dy) + (I + a) u: the
+    # linear part is damped by the affine prior
+    damping = torch.diag(torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 1.0]) * params.affine_prior + 1e-6)
     xy = xy.clone()
     A = A.clone()
     levels = pyr.levels
@@ -220,26 +234,41 @@ def align(pyr: Pyramid, t: int, patches: Patches, xy: Tensor, A: Tensor, params:
         # Inverse-compositional LK: the template's steepest-descent images g (x) (1, u) are
         # fixed; with parameters ordered (dx, a11, a12, dy, a21, a22) both sides factorise:
         # H[(a,i),(b,j)] = sum_m w_m GG_m[a,b] B_m[i,j], b[(a,i)] = sum_m w_m v_m[a] basis_m[i].
-        GG = (G[..., :, None] * G[..., None, :]).sum(1).reshape(N, M, 4)
+        GG = (G[:, :, None] * G[:, None, :]).sum(3).reshape(N, 4, M)
+        # A patch whose step has become negligible stops iterating at this level; the working
+        # set is gathered again only once it has shrunk by a good share (a gather costs about
+        # one step).
+        rows: Tensor | None = None
         for _ in range(n_steps):
-            p = xy * scale
-            at = p[:, None, :] + u[None] @ A.transpose(1, 2)
-            I = sample(stack, at)
-            e = I - T  # [N, 3, M]
-            w = Wt * inside(stack, at) / (1 + (e ** 2).sum(1) / params.cauchy ** 2)  # [N, M]
-            H = ((w[..., None] * GG).transpose(1, 2) @ outer).reshape(N, 2, 2, 3, 3)
-            H = H.permute(0, 1, 3, 2, 4).reshape(N, 6, 6)
-            v = (e[..., None] * G).sum(1)  # [N, M, 2]
-            b = ((w[..., None] * v).transpose(1, 2) @ basis).reshape(N, 6)
-            H = H + torch.diag(damping) + 1e-3 * torch.diag_embed(torch.diagonal(H, dim1=1, dim2=2))
-            d = torch.linalg.solve(H, b[..., None])[..., 0]
-            dt = d[:, _SHIFT].clamp(-2.0, 2.0)
-            dM = torch.eye(2) + d[:, _LINEAR].reshape(-1, 2, 2)
-            inv = torch.linalg.inv(dM)
-            A = A @ inv
-            xy = (p - (A @ dt[..., None])[..., 0]) / scale
+            n = len(T)
+            p = (xy if rows is None else xy[rows]) * scale
+            Aw = A if rows is None else A[rows]
+            at = warp(p, Aw, u)
+            e = sample(stack, at) - T  # [n, 3, M]
+            w = Wt * inside(stack, at) / (1 + (e ** 2).sum(1) / params.cauchy ** 2)  # [n, M]
+            H = ((w[:, None] * GG).reshape(n * 4, M) @ outer).reshape(n, 2, 2, 3, 3)
+            H = H.permute(0, 1, 3, 2, 4).reshape(n, 6, 6)
+            v = (e[:, None] * G).sum(2)  # [n, 2, M]
+            b = ((w[:, None] * v).reshape(n * 2, M) @ basis).reshape(n, 6)
+            H = H + damping + 1e-3 * torch.diag_embed(torch.diagonal(H, dim1=1, dim2=2))
+            d = torch.linalg.solve(H, b[..., None])[..., 0].reshape(n, 2, 3)
+            dt = d[:, :, 0].clamp(-2.0, 2.0)
+            Aw = Aw @ _inverse_2x2(torch.eye(2) + d[:, :, 1:])
+            moved = (p - (Aw @ dt[..., None])[..., 0]) / scale
+            if rows is None:
+                xy, A = moved, Aw
+            else:
+                xy[rows], A[rows] = moved, Aw
+            busy = (dt.abs().amax(1) > STEP_TOL) | (d[:, :, 1:].abs().amax((1, 2)) * params.radius > STEP_TOL)
+            kept = int(busy.sum())
+            if kept == 0:
+                break
+            if kept < 0.75 * n:
+                keep = busy.nonzero()[:, 0]
+                rows = keep if rows is None else rows[keep]
+                T, G, Wt, GG = T[keep], G[keep], Wt[keep], GG[keep]
     stack = pyr.level(t, 0)[:, :3]
-    at = xy[:, None, :] + u[None] @ A.transpose(1, 2)
+    at = warp(xy, A, u)
     dist = ((sample(stack, at) - patches.values[0]) ** 2).sum(1).sqrt()
     W0 = patches.weights[0] * inside(stack, at)
     total = W0.sum(1)
