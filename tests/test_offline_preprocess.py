@@ -61,7 +61,15 @@ def test_patch_alignment_recovers_an_affine_warp():
     """A texture rotated by 8 degrees, scaled by 1.05 and shifted: the affine alignment finds
     the warp of every patch centre, also of those that leave the working set early, and ``warp`` /
     ``_inverse_2x2`` agree with the matrix forms they replace."""
-    from dynrec.vision.patches import AlignParams, Pyramid, _inverse_2x2, align, extract, offsets, warp
+    from dynrec.vision.patches import (
+        AlignParams,
+        Pyramid,
+        _inverse_2x2,
+        align,
+        extract,
+        offsets,
+        warp,
+    )
 
     W, H = 96, 80
     tex = texture(W, H, seed=4)
