@@ -430,7 +430,11 @@ class MaskParams:
     cluster, and clusters with under ``min_cluster`` of the largest one's seeds are dropped
     (isolated mistracked points); ``reach``: beyond this (fraction of max(W, H)) from every
     foreground seed is background; ``conflict_px``: seeds with a seed of the other kind this
-    close are only probable; ``static_change``: with depth, pixels whose change from the
+    close are only probable (a track's patch that straddles a motion boundary moves partly
+    with each side, so seeds there are unsure); ``nearest_seed``: GrabCut starts with the
+    pixels nearer to a foreground seed than to every background seed as probable foreground
+    (within ``reach``), not the seeds' own pixels only, so its first colour model of the
+    subject sees more than a few dozen pixels; ``static_change``: with depth, pixels whose change from the
     static prediction (:func:`change_map`) is below this are background; ``change_gaps``:
     frames compared for it; ``chroma`` / ``luma``: Lab scaling of the image GrabCut sees
     (the subject differs from the background more in colour than in brightness);
@@ -448,7 +452,7 @@ class MaskParams:
     link: float = 0.05
     min_cluster: float = 0.2
     reach: float = 0.15
-    conflict_px: float = 2.0
+    conflict_px: float = 4.0
     static_change: float = 0.03
     change_gaps: tuple[int, ...] = (-8, -4, 4, 8)
     chroma: float = 2.0
@@ -457,6 +461,7 @@ class MaskParams:
     hysteresis: bool = True
     weak_link: float = 0.02
     min_strong: int = 8
+    nearest_seed: bool = True
 
 
 def _clustered(points: np.ndarray, link: float, min_cluster: float) -> np.ndarray:
@@ -495,9 +500,10 @@ def _grabcut_image(frame: np.ndarray, params: MaskParams) -> np.ndarray:
 
 
 def _grabcut(frame: np.ndarray, fg: np.ndarray, bg: np.ndarray, static: np.ndarray | None,
-             params: MaskParams) -> np.ndarray:
+             params: MaskParams, firm: np.ndarray | None = None) -> np.ndarray:
     """One frame: GrabCut from foreground / background seed points [P, 2] and an optional
-    map of surely static pixels [H, W] -> mask [H, W] bool."""
+    map of surely static pixels [H, W] -> mask [H, W] bool. Foreground seeds flagged ``firm``
+    [P] (a prompted subject's) stay sure next to background seeds too."""
     H, W = frame.shape[:2]
     if len(fg) == 0:
         return np.zeros((H, W), bool)
@@ -508,6 +514,10 @@ def _grabcut(frame: np.ndarray, fg: np.ndarray, bg: np.ndarray, static: np.ndarr
     dist = cv2.distanceTransform(1 - seeds, cv2.DIST_L2, 3)
     label = np.full((H, W), cv2.GC_PR_BGD, np.uint8)
     label[dist <= 1.0] = cv2.GC_PR_FGD
+    if params.nearest_seed and len(b):  # the seeds' Voronoi cells: a first guess of the extent
+        bg_seeds = np.ones((H, W), np.uint8)
+        bg_seeds[b[:, 1], b[:, 0]] = 0
+        label[dist < cv2.distanceTransform(bg_seeds, cv2.DIST_L2, 3)] = cv2.GC_PR_FGD
     label[dist > params.reach * max(W, H)] = cv2.GC_BGD
     if static is not None:
         label[static & (dist > 1.0)] = cv2.GC_BGD
@@ -515,6 +525,8 @@ def _grabcut(frame: np.ndarray, fg: np.ndarray, bg: np.ndarray, static: np.ndarr
     sure_bg = np.ones(len(b), bool)
     if len(b):  # a seed with one of the other kind right next to it may be mistracked
         sure_fg = cKDTree(bg).query(fg, k=1)[0] > params.conflict_px
+        if firm is not None:
+            sure_fg |= firm
         sure_bg = cKDTree(fg).query(bg, k=1)[0] > params.conflict_px
     label[b[:, 1], b[:, 0]] = np.where(sure_bg, cv2.GC_BGD, cv2.GC_PR_BGD)
     label[f[:, 1], f[:, 0]] = np.where(sure_fg, cv2.GC_FGD, cv2.GC_PR_FGD)
@@ -602,8 +614,8 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
             weak = vis & ~fg & ~bg & (scores.pairs >= params.min_pairs / 2) & (np.nan_to_num(scores.track) >= params.static)
             grow = fg & is_subject if subject is not None else fg  # a prompt grows only its subject
             fg = fg | _joined(xy[:, t], grow, weak, params.weak_link * L)
-        fg_xy = xy[fg, t]
-        fg_xy = fg_xy[_clustered(fg_xy, params.link * L, params.min_cluster) | is_subject[fg]]
+        kept = _clustered(xy[fg, t], params.link * L, params.min_cluster) | is_subject[fg]
+        fg_xy, firm = xy[fg, t][kept], is_subject[fg][kept]
         still = None
         if depth is not None:
             poses = {}
@@ -619,7 +631,7 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
                     poses[u] = pose
             change = change_map(frames, depth, t, poses, K)
             still = np.isfinite(change) & (change < params.static_change)
-        out[t] = _grabcut(frames[t], fg_xy, xy[bg, t], still, params)
+        out[t] = _grabcut(frames[t], fg_xy, xy[bg, t], still, params, firm)
         if progress is not None:
             progress(t + 1, T)
     out = temporal_majority(out)
