@@ -191,3 +191,34 @@ def test_tracks_only_the_multiview_model_calls_moving_are_no_seeds_on_their_own(
     # and without the flag both blocks are seeds
     masks = segment(frames, xy, visible, MotionScores(score, scores.pairs, scores.sample), params=params)
     assert masks[:, 45:75, 115:135].mean() > 0.95
+
+
+def test_seed_labels_voronoi_cells_conflicts_and_firm_seeds():
+    """GrabCut's starting labels on a 40x30 image, checked pixel by pixel: one foreground seed
+    at (10.5, 10.5), background seeds at (20.5, 10.5) and (12.5, 10.5) (2 px from it)."""
+    import cv2
+
+    from dynrec.vision.motionseg import MaskParams, seed_labels
+
+    fg = np.array([[10.5, 10.5], [30.5, 25.5]])
+    bg = np.array([[20.5, 10.5], [12.5, 10.5]])
+    params = MaskParams(conflict_px=4.0, reach=0.25)  # reach 10 px
+    label = seed_labels((30, 40), fg, bg, None, params)
+    # both seeds 2 px apart are unsure; the lone foreground seed is sure, and the far
+    # background seed too
+    assert label[10, 10] == cv2.GC_PR_FGD and label[10, 12] == cv2.GC_PR_BGD
+    assert label[25, 30] == cv2.GC_FGD and label[10, 20] == cv2.GC_BGD
+    # the Voronoi cells (pixels as (x, y)): (10, 5) is 5 px from the first foreground seed and
+    # over 5 from both background ones; (15, 10) is nearer the background seed at x = 12;
+    # (30, 20) is 5 px from the second foreground seed and 14 from the nearest background one
+    assert label[5, 10] == cv2.GC_PR_FGD and label[10, 15] == cv2.GC_PR_BGD
+    assert label[20, 30] == cv2.GC_PR_FGD
+    assert label[0, 0] == cv2.GC_BGD  # over 10 px from every foreground seed
+    # without the Voronoi cells only the seeds' own neighbourhood is probable foreground
+    plain = seed_labels((30, 40), fg, bg, None, MaskParams(conflict_px=4.0, reach=0.25, nearest_seed=False))
+    assert plain[5, 10] == cv2.GC_PR_BGD and plain[11, 10] == cv2.GC_PR_FGD
+    # a prompted subject's seed stays sure next to a background seed; a static map wins elsewhere
+    still = np.zeros((30, 40), bool)
+    still[5, 10] = True
+    firm = seed_labels((30, 40), fg, bg, still, params, firm=np.array([True, False]))
+    assert firm[10, 10] == cv2.GC_FGD and firm[5, 10] == cv2.GC_BGD

@@ -499,14 +499,20 @@ def _grabcut_image(frame: np.ndarray, params: MaskParams) -> np.ndarray:
     return np.clip(lab, 0, 255).astype(np.uint8)
 
 
-def _grabcut(frame: np.ndarray, fg: np.ndarray, bg: np.ndarray, static: np.ndarray | None,
-             params: MaskParams, firm: np.ndarray | None = None) -> np.ndarray:
-    """One frame: GrabCut from foreground / background seed points [P, 2] and an optional
-    map of surely static pixels [H, W] -> mask [H, W] bool. Foreground seeds flagged ``firm``
-    [P] (a prompted subject's) stay sure next to background seeds too."""
-    H, W = frame.shape[:2]
-    if len(fg) == 0:
-        return np.zeros((H, W), bool)
+def seed_labels(shape: tuple[int, int], fg: np.ndarray, bg: np.ndarray, static: np.ndarray | None,
+                params: MaskParams, firm: np.ndarray | None = None) -> np.ndarray:
+    """GrabCut's starting labels [H, W] (``cv2.GC_*``) from foreground / background seed
+    points ``fg`` [P, 2] / ``bg`` [Q, 2] (pixels, +0.5 centres) and an optional map of surely
+    static pixels [H, W].
+
+    A seed is sure (``GC_FGD`` / ``GC_BGD``) unless a seed of the other kind lies within
+    ``params.conflict_px``, then probable; foreground seeds flagged ``firm`` [P] (a prompted
+    subject's) stay sure. Other pixels: probable foreground when nearer to a foreground seed
+    than to every background seed (``params.nearest_seed``; else only within 1 px of one),
+    surely background beyond ``params.reach`` x max(W, H) of every foreground seed or where
+    ``static`` says so, probable background elsewhere.
+    """
+    H, W = shape
     f = np.clip(np.floor(fg).astype(int), 0, [W - 1, H - 1])
     b = np.clip(np.floor(bg).astype(int), 0, [W - 1, H - 1])
     seeds = np.zeros((H, W), np.uint8)
@@ -525,11 +531,21 @@ def _grabcut(frame: np.ndarray, fg: np.ndarray, bg: np.ndarray, static: np.ndarr
     sure_bg = np.ones(len(b), bool)
     if len(b):  # a seed with one of the other kind right next to it may be mistracked
         sure_fg = cKDTree(bg).query(fg, k=1)[0] > params.conflict_px
-        if firm is not None:
-            sure_fg |= firm
         sure_bg = cKDTree(fg).query(bg, k=1)[0] > params.conflict_px
+    if firm is not None:
+        sure_fg |= firm
     label[b[:, 1], b[:, 0]] = np.where(sure_bg, cv2.GC_BGD, cv2.GC_PR_BGD)
     label[f[:, 1], f[:, 0]] = np.where(sure_fg, cv2.GC_FGD, cv2.GC_PR_FGD)
+    return label
+
+
+def _grabcut(frame: np.ndarray, fg: np.ndarray, bg: np.ndarray, static: np.ndarray | None,
+             params: MaskParams, firm: np.ndarray | None = None) -> np.ndarray:
+    """One frame: GrabCut from the :func:`seed_labels` of these seeds -> mask [H, W] bool."""
+    H, W = frame.shape[:2]
+    if len(fg) == 0:
+        return np.zeros((H, W), bool)
+    label = seed_labels((H, W), fg, bg, static, params, firm)
     kinds = np.isin(label, (cv2.GC_BGD, cv2.GC_PR_BGD)).any(), np.isin(label, (cv2.GC_FGD, cv2.GC_PR_FGD)).any()
     if all(kinds):
         bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
