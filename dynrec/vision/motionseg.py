@@ -434,7 +434,8 @@ class MaskParams:
     with each side, so seeds there are unsure); ``nearest_seed``: GrabCut starts with the
     pixels nearer to a foreground seed than to every background seed as probable foreground
     (within ``reach``), not the seeds' own pixels only, so its first colour model of the
-    subject sees more than a few dozen pixels; ``static_change``: with depth, pixels whose change from the
+    subject sees more than a few dozen pixels; ``flow_majority``: the 3-frame majority vote
+    carries the neighbours' masks along dense optical flow first; ``static_change``: with depth, pixels whose change from the
     static prediction (:func:`change_map`) is below this are background; ``change_gaps``:
     frames compared for it; ``chroma`` / ``luma``: Lab scaling of the image GrabCut sees
     (the subject differs from the background more in colour than in brightness);
@@ -462,6 +463,7 @@ class MaskParams:
     weak_link: float = 0.02
     min_strong: int = 8
     nearest_seed: bool = True
+    flow_majority: bool = True
 
 
 def _clustered(points: np.ndarray, link: float, min_cluster: float) -> np.ndarray:
@@ -585,13 +587,29 @@ def _keep_components(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.isin(labels, keep[keep > 0])
 
 
-def temporal_majority(masks: np.ndarray) -> np.ndarray:
-    """Each pixel keeps the label that at least two of frames t-1, t, t+1 give it ([T, H, W] bool)."""
-    if len(masks) < 3:
+def temporal_majority(masks: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
+    """Each pixel keeps the label that at least two of frames t-1, t, t+1 give it ([T, H, W]
+    bool; at the video's ends frame t stands in for the missing neighbour); with ``frames``
+    [T, H, W, 3] the neighbours' masks are first carried to frame t along dense optical flow
+    (OpenCV's DIS, from t to each neighbour), so a moving subject keeps its edges."""
+    T = len(masks)
+    if T < 3:
         return masks.copy()
-    prev = np.concatenate([masks[:1], masks[:-1]])
-    nxt = np.concatenate([masks[1:], masks[-1:]])
-    return (prev.astype(np.int8) + masks + nxt) >= 2
+    votes = masks.astype(np.int8)
+    if frames is not None:
+        grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        H, W = masks.shape[1:]
+        gx, gy = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    for t in range(T):
+        for u in (max(t - 1, 0), min(t + 1, T - 1)):
+            if frames is None or u == t:
+                votes[t] += masks[u]
+                continue
+            flow = dis.calc(grey[t], grey[u], None)  # pixel x of frame t is at x + flow in frame u
+            votes[t] += cv2.remap(masks[u].astype(np.uint8), gx + flow[..., 0], gy + flow[..., 1],
+                                  cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) > 0
+    return votes >= 2
 
 
 def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: MotionScores,
@@ -650,7 +668,7 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
         out[t] = _grabcut(frames[t], fg_xy, xy[bg, t], still, params, firm)
         if progress is not None:
             progress(t + 1, T)
-    out = temporal_majority(out)
+    out = temporal_majority(out, frames if params.flow_majority else None)
     out = np.stack([refine_boundary(frames[t], out[t], params.iters) for t in range(T)])
     if subject is not None and len(subject):
         for t in range(T):
