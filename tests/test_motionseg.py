@@ -222,3 +222,29 @@ def test_seed_labels_voronoi_cells_conflicts_and_firm_seeds():
     still[5, 10] = True
     firm = seed_labels((30, 40), fg, bg, still, params, firm=np.array([True, False]))
     assert firm[10, 10] == cv2.GC_FGD and firm[5, 10] == cv2.GC_BGD
+
+
+def test_in_between_tracks_join_only_in_frames_where_they_move() -> None:
+    """A red block's tracks move; the green block next to it has in-between tracks (score 0.3)
+    that move in frames 0-2 and are still in frames 3-4: they join the red block's seeds by
+    hysteresis only in the frames where they move."""
+    from dynrec.vision.motionseg import MaskParams, MotionScores, segment
+
+    T = 5
+    rng = np.random.default_rng(6)
+    frame = np.clip(128 + 20 * rng.standard_normal((H, W, 1)), 0, 255).repeat(3, -1)
+    frame[40:80, 20:50] = (220, 30, 30)
+    frame[40:80, 50:80] = (30, 200, 30)
+    frames = np.repeat(frame[None].astype(np.uint8), T, 0)
+    gx, gy = np.meshgrid(np.arange(2.5, W, 3.0), np.arange(2.5, H, 3.0))
+    pts = np.c_[gx.ravel(), gy.ravel()]
+    rows = (pts[:, 1] > 40) & (pts[:, 1] < 80)
+    red, green = rows & (pts[:, 0] > 20) & (pts[:, 0] < 50), rows & (pts[:, 0] > 50) & (pts[:, 0] < 80)
+    track = np.where(red, 1.0, np.where(green, 0.3, 0.0))
+    sample = np.repeat(track[:, None], T, 1)
+    sample[green, 3:] = 0.0
+    scores = MotionScores(track, np.full(len(pts), 40.0), sample)
+    masks = segment(frames, np.repeat(pts[:, None], T, 1), np.ones((len(pts), T), bool), scores, params=MaskParams())
+    assert masks[:, 45:75, 25:45].mean() > 0.95
+    assert masks[:2, 45:75, 55:75].mean() > 0.95
+    assert masks[4, 45:75, 55:75].mean() < 0.05

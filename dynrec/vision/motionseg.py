@@ -440,7 +440,8 @@ class MaskParams:
     frames compared for it; ``chroma`` / ``luma``: Lab scaling of the image GrabCut sees
     (the subject differs from the background more in colour than in brightness);
     ``iters``: GrabCut iterations; ``hysteresis``: tracks neither moving nor still (score
-    between ``static`` and ``moving``, half of ``min_pairs``) join the foreground seeds when a
+    between ``static`` and ``moving``, half of ``min_pairs``, and a score at that frame of at
+    least ``static``) join the foreground seeds when a
     chain of such tracks, each step under ``weak_link`` (fraction of max(W, H)), links them to
     a moving one in that frame (a subject's slow parts move with its fast ones). Tracks only the
     multi-view model calls moving (:attr:`MotionScores.weak`) are such in-between tracks too,
@@ -645,7 +646,9 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
         fg = (vis & moving & (sample[:, t] >= params.sample_moving)) | (vis & is_subject)
         bg = vis & static & (sample[:, t] < params.moving) & ~is_subject
         if params.hysteresis:
-            weak = vis & ~fg & ~bg & (scores.pairs >= params.min_pairs / 2) & (np.nan_to_num(scores.track) >= params.static)
+            # in between over the video and at this frame too (a track still here says nothing)
+            weak = (vis & ~fg & ~bg & (scores.pairs >= params.min_pairs / 2) & (np.nan_to_num(scores.track) >= params.static)
+                    & (sample[:, t] >= params.static))
             grow = fg & is_subject if subject is not None else fg  # a prompt grows only its subject
             fg = fg | _joined(xy[:, t], grow, weak, params.weak_link * L)
         kept = _clustered(xy[fg, t], params.link * L, params.min_cluster) | is_subject[fg]
