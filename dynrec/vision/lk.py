@@ -32,6 +32,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from dynrec.vision.flow import dense_flow
 from dynrec.vision.patches import AlignParams, Patches, Pyramid, align, extract, single_threaded
 
 #: ``progress(done, total)``: frames processed over both directions.
@@ -250,33 +251,11 @@ class _Pass:
         return (1.0 - residual / (2 * self.p.max_residual)).clamp(0.5, 1.0).numpy().astype(np.float32)
 
 
-def dense_flow(frames: np.ndarray) -> Callable[[int, int], np.ndarray]:
-    """``flow(s, t)`` -> [H, W, 2] DIS optical flow from frame s to frame t (pixels), cached.
-
-    OpenCV's DIS (medium preset) is coarse to fine over the whole image, so it follows
-    displacements of many pixels that a patch alignment started at the old position misses.
-    """
-    import cv2
-
-    grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    cache: dict[tuple[int, int], np.ndarray] = {}
-
-    def flow(s: int, t: int) -> np.ndarray:
-        if (s, t) not in cache:
-            cache.clear()  # each pass asks for each pair once, in order
-            cache[s, t] = dis.calc(grey[s], grey[t], None)
-        return cache[s, t]
-
-    return flow
-
-
 def flow_start(flow: np.ndarray, xy: np.ndarray, radius: int) -> tuple[Tensor, Tensor]:
     """Start of a patch alignment from a dense flow [H, W, 2]: ``(xy + flow(xy) [N, 2],
     I + d flow / d x [N, 2, 2])``, the flow and its Jacobian averaged over the patch
     (central differences ``radius`` pixels apart, bilinear sampling; pixel centres at +0.5)."""
     import cv2
-
 
     def at(pts: np.ndarray) -> np.ndarray:
         m = (pts - 0.5).astype(np.float32)

@@ -52,6 +52,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from dynrec.errors import DynrecError
+from dynrec.vision.flow import dense_flow
 
 
 @dataclass(frozen=True)
@@ -438,8 +439,9 @@ class MaskParams:
     pixels nearer to a foreground seed than to every background seed as probable foreground
     (within ``reach``), not the seeds' own pixels only, so its first colour model of the
     subject sees more than a few dozen pixels; ``flow_majority``: the 3-frame majority vote
-    carries the neighbours' masks along dense optical flow first; ``static_change``: with depth, pixels whose change from the
-    static prediction (:func:`change_map`) is below this are background; ``change_gaps``:
+    carries the neighbours' masks along dense optical flow first; ``static_change``: with
+    depth, pixels whose change from the static prediction (:func:`change_map`) is below this
+    are background; ``change_gaps``:
     frames compared for it; ``chroma`` / ``luma``: Lab scaling of the image GrabCut sees
     (the subject differs from the background more in colour than in brightness);
     ``iters``: GrabCut iterations; ``hysteresis``: tracks neither moving nor still (score
@@ -601,8 +603,7 @@ def temporal_majority(masks: np.ndarray, frames: np.ndarray | None = None) -> np
         return masks.copy()
     votes = masks.astype(np.int8)
     if frames is not None:
-        grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        flow = dense_flow(frames)
         H, W = masks.shape[1:]
         gx, gy = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
     for t in range(T):
@@ -610,8 +611,8 @@ def temporal_majority(masks: np.ndarray, frames: np.ndarray | None = None) -> np
             if frames is None or u == t:
                 votes[t] += masks[u]
                 continue
-            flow = dis.calc(grey[t], grey[u], None)  # pixel x of frame t is at x + flow in frame u
-            votes[t] += cv2.remap(masks[u].astype(np.uint8), gx + flow[..., 0], gy + flow[..., 1],
+            f = flow(t, u)
+            votes[t] += cv2.remap(masks[u].astype(np.uint8), gx + f[..., 0], gy + f[..., 1],
                                   cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE) > 0
     return votes >= 2
 
@@ -654,8 +655,9 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
                     & (sample[:, t] >= params.static))
             grow = fg & is_subject if subject is not None else fg  # a prompt grows only its subject
             fg = fg | _joined(xy[:, t], grow, weak, params.weak_link * L)
-        kept = _clustered(xy[fg, t], params.link * L, params.min_cluster) | is_subject[fg]
-        fg_xy, firm = xy[fg, t][kept], is_subject[fg][kept]
+        fg_xy, firm = xy[fg, t], is_subject[fg]
+        kept = _clustered(fg_xy, params.link * L, params.min_cluster) | firm
+        fg_xy, firm = fg_xy[kept], firm[kept]
         still = None
         if depth is not None:
             poses = {}
