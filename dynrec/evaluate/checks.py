@@ -42,8 +42,9 @@ def _cameras(info: dict[str, Any], frames: int) -> list[str]:
     if info.get("method") == "ba" and isinstance(err, float) and err > LIMITS["ba_reproj_px"]:
         out.append(f"cameras: SfM failed and the bundle-adjustment fallback left a median reprojection error of "
                    f"{err:.2f} px; the cameras (and everything after them) may be wrong")
-    if info.get("depth_init") == "plane":
-        out.append("cameras: no depth maps, the bundle adjustment started from a plane; depth is interpolated "
+    if info.get("depth_init") in ("plane", "none"):
+        start = "two views" if info.get("init") == "two-view" else "a plane"
+        out.append(f"cameras: no depth maps, the bundle adjustment started from {start}; depth is interpolated "
                    "from sparse points (look at WORK/align)")
     return out
 

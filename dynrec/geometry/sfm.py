@@ -201,6 +201,56 @@ def _pnp(obj: np.ndarray, img: np.ndarray, K: np.ndarray, guess: np.ndarray, px:
     return out
 
 
+def two_view_start(xy: np.ndarray, visible: np.ndarray, K: np.ndarray, min_shared: float = 0.5,
+                   px: float = 1.0, min_points: int = 30) -> InitResult | None:
+    """Two posed frames and the points they triangulate: a start for :func:`incremental_init`
+    when there are no depth maps (a fronto-parallel plane as depth lets PnP trade the camera's
+    rotation for its translation when it walks forward, and the BA stays in that minimum).
+
+    The reference is the frame seeing most tracks, at the origin; its partner, among the
+    frames sharing at least ``min_shared`` of the reference's tracks, the one where those
+    tracks moved most (the widest baseline that still overlaps). The essential matrix
+    (OpenCV's five-point RANSAC, ``px`` pixels) gives the partner's pose with a baseline of 1,
+    and its inliers in front of both cameras are triangulated. ``xy`` [N, T, 2], ``visible``
+    [N, T], ``K`` [3, 3]. None when no frame overlaps enough, the camera did not move, or
+    fewer than ``min_points`` points are triangulated.
+    """
+    import cv2
+
+    N, T = visible.shape
+    ref = int(visible.sum(0).argmax())
+    shared = (visible[:, ref:ref + 1] & visible).sum(0)
+    best, partner = 0.0, -1
+    for t in np.flatnonzero(shared >= max(min_points, min_shared * shared[ref])):
+        if t == ref:
+            continue
+        both = visible[:, ref] & visible[:, t]
+        moved = float(np.median(np.linalg.norm(xy[both, t] - xy[both, ref], axis=1)))
+        if moved > best:
+            best, partner = moved, int(t)
+    if partner < 0 or best < 2 * px:
+        return None
+    idx = np.flatnonzero(visible[:, ref] & visible[:, partner])
+    x0, x1 = xy[idx, ref].astype(np.float64), xy[idx, partner].astype(np.float64)
+    K = np.asarray(K, np.float64)
+    E, inliers = cv2.findEssentialMat(x0, x1, K, cv2.RANSAC, 0.999, px)
+    if E is None or E.shape != (3, 3):
+        return None
+    _, R, t, front = cv2.recoverPose(E, x0, x1, K, mask=inliers.copy())
+    X = cv2.triangulatePoints(K @ np.eye(3, 4), K @ np.hstack([R, t]), x0.T, x1.T)
+    X = (X[:3] / np.where(np.abs(X[3]) < 1e-12, 1e-12, X[3])).T
+    ok = (front.ravel() > 0) & (X[:, 2] > 0) & ((X @ R.T + t.T)[:, 2] > 0)
+    if ok.sum() < min_points:
+        return None
+    w2c = np.tile(np.eye(4), (T, 1, 1))
+    w2c[partner, :3, :3], w2c[partner, :3, 3] = R, t[:, 0]
+    points = np.full((N, 3), np.nan)
+    points[idx[ok]] = X[ok]
+    posed = np.zeros(T, bool)
+    posed[[ref, partner]] = True
+    return InitResult(w2c, points, posed)
+
+
 def incremental_init(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray, K: np.ndarray, *,
                      w2c: np.ndarray | None = None, registered: np.ndarray | None = None,
                      points: np.ndarray | None = None, min_points: int = 8, pnp_px: float = 3.0) -> InitResult:
@@ -210,9 +260,11 @@ def incremental_init(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray, K: 
     are known points. Without registered frames, the frame seeing most tracks is the
     origin. Tracks seen in a posed frame but without a point are lifted with that frame's
     ``depth`` [T, H, W] (z up to a per-frame scale: the scale is matched to the known points
-    the frame sees; 0 = no depth); unposed frames are then posed by PnP on the known points,
-    nearest to a posed frame first, and lift their own new tracks. A frame with fewer than
-    ``min_points`` known points copies its nearest posed neighbour and stays unposed.
+    the frame sees; 0 = no depth; a constant map puts new tracks at the known points' typical
+    distance, for the bundle adjustment to move); unposed frames are then posed by PnP on
+    the known points, nearest to a posed frame first, and lift their own new tracks. A frame
+    with fewer than ``min_points`` known points copies its nearest posed neighbour and stays
+    unposed.
     """
     N, T = visible.shape
     out = np.tile(np.eye(4), (T, 1, 1)) if w2c is None else np.array(w2c, dtype=np.float64)

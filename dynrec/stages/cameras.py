@@ -40,6 +40,7 @@ from dynrec.geometry.sfm import (
     rotation_dominance,
     rotation_focal,
     triangulate,
+    two_view_start,
 )
 from dynrec.stages.base import StageContext, StageSpec, check_fields, pick_backend
 from dynrec.stages.gt import gt_external, load_gt
@@ -233,10 +234,10 @@ def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba
         method = "colmap+ba" if seed_ok else "ba"
         ctx.progress("initialisation", 1, 3)
         t0 = time.perf_counter()
-        depth = as_depth(Depth.load(ctx.inputs["depth"]).depth, depth_kind(ctx))
-        if not (depth > 0).any():  # no depth maps: a fronto-parallel plane only starts the BA
-            depth = np.ones_like(depth)
-            info["depth_init"] = "plane"
+        depth: np.ndarray | None = as_depth(Depth.load(ctx.inputs["depth"]).depth, depth_kind(ctx))
+        if not (depth > 0).any():  # no depth maps: two views start the BA (a plane if they cannot)
+            depth = None
+            info["depth_init"] = "none"
         focal = col.focal if seed_ok else focal0
         rotating = False
         if not seed_ok:
@@ -254,17 +255,25 @@ def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba
                     info["rotation_dominance"] = round(dominance, 4)
             rotating = dominance < params.rotation_ratio
 
-        def initialise(focal: float) -> InitResult:
+        def initialise(focal: float) -> tuple[InitResult, str]:
+            """The BA's start and its name (for the manifest)."""
             K = _intrinsics(focal, W, H, T)[0]
+            plane = np.ones((T, H, W)) if depth is None else depth
             if seed_ok:
-                return incremental_init(xy, vis, depth, K, w2c=col.w2c, registered=col.registered, points=col.points)
+                return incremental_init(xy, vis, plane, K, w2c=col.w2c, registered=col.registered,
+                                        points=col.points), "colmap"
             if rotating:  # a panning camera / distant scene
                 rot, ok = rotation_chain(xy, vis, K)
-                return incremental_init(xy, vis, depth, K, w2c=rot, registered=ok)
-            return incremental_init(xy, vis, depth, K)
+                return incremental_init(xy, vis, plane, K, w2c=rot, registered=ok), "rotation"
+            if depth is None:
+                start = two_view_start(xy, vis, K)
+                if start is not None:
+                    return incremental_init(xy, vis, plane, K, w2c=start.w2c, registered=start.posed,
+                                            points=start.points), "two-view"
+                return incremental_init(xy, vis, plane, K), "plane+pnp"
+            return incremental_init(xy, vis, depth, K), "depth+pnp"
 
-        init = initialise(focal)
-        info["init"] = "colmap" if seed_ok else ("rotation" if rotating else "depth+pnp")
+        init, info["init"] = initialise(focal)
         K = _intrinsics(focal, W, H, T)[0]
         timings["init_s"] = round(time.perf_counter() - t0, 3)
         info["unposed_frames"] = [int(t) for t in np.flatnonzero(~init.posed)]
@@ -287,7 +296,7 @@ def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba
                                    "in the bundle adjustment (not observable from this motion); fixed at "
                                    + ("the self-calibrated one" if "focal_self_calibrated" in info else "the prior"))
             focal = focal0
-            init = initialise(focal)
+            init, info["init"] = initialise(focal)
             result = _bundle(xy, vis, conf, init.w2c, init.points, init.posed, focal, W, H, params, False, bounds,
                              smooth)
         w2c, points, focal, used, info["ba"] = result
@@ -339,6 +348,6 @@ def _check(params: CamerasParams) -> None:
 
 
 STAGE = StageSpec(
-    name="cameras", version=2, upstream=('frames', 'tracks', 'masks', 'depth'), params=CamerasParams, run=run,
+    name="cameras", version=3, upstream=('frames', 'tracks', 'masks', 'depth'), params=CamerasParams, run=run,
     external=gt_external("cameras"), summary="per-frame K and w2c, sparse background points", check=_check,
 )
