@@ -251,6 +251,15 @@ def two_view_start(xy: np.ndarray, visible: np.ndarray, K: np.ndarray, min_share
     return InitResult(w2c, points, posed)
 
 
+def relative_turn_gap(w2c_a: np.ndarray, w2c_b: np.ndarray, i: int, j: int) -> float:
+    """Angle (degrees) between the rotations from frame ``i`` to frame ``j`` of two sets of
+    cameras ``w2c_a``, ``w2c_b`` [T, 4, 4] (0 when they agree on how the camera turned)."""
+    Ra = w2c_a[j, :3, :3] @ w2c_a[i, :3, :3].T
+    Rb = w2c_b[j, :3, :3] @ w2c_b[i, :3, :3].T
+    cos = (np.trace(Ra.T @ Rb) - 1) / 2
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
 def incremental_init(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray, K: np.ndarray, *,
                      w2c: np.ndarray | None = None, registered: np.ndarray | None = None,
                      points: np.ndarray | None = None, min_points: int = 8, pnp_px: float = 3.0) -> InitResult:

@@ -35,6 +35,7 @@ from dynrec.geometry.sfm import (
     background_observations,
     image_motion,
     incremental_init,
+    relative_turn_gap,
     reprojection_errors,
     rotation_chain,
     rotation_dominance,
@@ -58,7 +59,9 @@ class CamerasParams:
     background tracks used (longest first), ``colmap_tracks`` of them given to pycolmap;
     ``robust_px`` Cauchy scale of the BA; ``ba_iterations``; ``ba_tolerance`` relative cost
     decrease that ends the BA; ``min_colmap_frames`` registered frames needed to seed the BA
-    from SfM; ``seed``."""
+    from SfM; ``max_turn_gap``: SfM cameras whose rotation between the two-view pair (see
+    :func:`dynrec.geometry.sfm.two_view_start`) differs from the pair's essential matrix by
+    more than this many degrees are a wrong minimum and are not used; ``seed``."""
 
     backend: str = "learned"
     focal_prior: float = 0.9
@@ -75,6 +78,7 @@ class CamerasParams:
     rotation_ratio: float = 0.1
     smooth: float = 1.0
     min_colmap_frames: int = 3
+    max_turn_gap: float = 3.0
     seed: int = 0
 
 
@@ -178,6 +182,28 @@ def _bundle(xy: np.ndarray, vis: np.ndarray, conf: np.ndarray, init_w2c: np.ndar
     return w2c, np.where(has[:, None], pts, np.nan), f, used, info
 
 
+def _agrees_with_two_views(col: colmap_sfm.ColmapResult, xy: np.ndarray, vis: np.ndarray, W: int, H: int,
+                           params: CamerasParams, record: dict[str, Any]) -> bool:
+    """Whether SfM's cameras turn between the two-view pair as the pair's essential matrix
+    says. COLMAP's incremental mapper can settle in a minimum that trades rotation for
+    translation (a camera walking down a street turned 21-28 degrees where it turned 0.2);
+    the check costs one essential matrix. Writes the gap (or the rejection) into ``record``."""
+    start = two_view_start(xy, vis, _intrinsics(col.focal, W, H, 1)[0])
+    if start is None:
+        return True
+    i, j = (int(t) for t in np.flatnonzero(start.posed))
+    if not (col.registered[i] and col.registered[j]):
+        return True
+    gap = relative_turn_gap(col.w2c, start.w2c, i, j)
+    record["two_view_gap_deg"] = round(gap, 3)
+    if gap <= params.max_turn_gap:
+        return True
+    record["rejected"] = (f"between frames {i} and {j} its cameras turn {gap:.1f} degrees away from what the "
+                          f"essential matrix of their tracks says (more than max_turn_gap {params.max_turn_gap}): "
+                          "a wrong minimum")
+    return False
+
+
 def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba: bool) -> dict[str, Any]:
     meta = Frames.load_meta(ctx.inputs["frames"])
     T, W, H = int(meta["count"]), int(meta["width"]), int(meta["height"])
@@ -221,6 +247,8 @@ def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba
             if n_reg and not _plausible(col.focal, bounds, W, H):
                 info["colmap"]["rejected"] = (f"focal {col.focal:.1f} px is outside the plausible range "
                                               f"{params.focal_min}-{params.focal_max} x max(W, H)")
+            elif seed_ok and use_ba:
+                seed_ok = _agrees_with_two_views(col, xy, vis, W, H, params, info["colmap"])
     info["registered_sfm"] = int(col.registered.sum()) if col is not None else 0
 
     if seed_ok and col.registered.all():
