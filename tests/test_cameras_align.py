@@ -326,6 +326,38 @@ def test_sfm_cameras_that_disagree_with_two_views_are_rejected(tmp_path, monkeyp
         assert _max_turn_error_deg(cams.w2c, w2c) < 0.2
 
 
+def test_parallax_and_far_points_pulled_in_along_their_rays():
+    """Cameras at x = 0, 0.5, 1 looking along +z: a point midway between the outer two sees
+    them under the angle of their rays; points too far to place are pulled in to ``far_ratio`` x the median
+    distance of the placed ones, along their rays from the mean centre; the rest are unchanged."""
+    from dynrec.geometry.sfm import parallax_deg
+
+    w2c = np.tile(np.eye(4), (3, 1, 1))
+    w2c[:, 0, 3] = [0.0, -0.5, -1.0]  # centres at x = 0, 0.5, 1
+    near = np.c_[np.full(10, 0.5), np.linspace(-0.2, 0.2, 10), np.linspace(2, 4, 10)]
+    far = np.c_[np.full(3, 0.5), [0.0, 1e3, -2e3], [1e5, 2e5, 5e5]]
+    points = np.concatenate([near, far, [[0.5, 0.0, 3.0]]])
+    seen = np.ones((len(points), 3), bool)
+    seen[-1, 1:] = False  # the last point is seen once
+    par = parallax_deg(points, seen, w2c)
+    a, b = near, near - [1.0, 0.0, 0.0]  # rays from the outer centres
+    widest = np.arccos((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+    np.testing.assert_allclose(par[:10], np.degrees(widest), rtol=1e-9)
+    assert (par[10:13] < 1e-3).all() and par[-1] == 0
+
+    params = cameras.CamerasParams(far_ratio=10.0)
+    out, info = cameras._far_plane(points, seen, w2c, params)
+    centre = np.array([0.5, 0.0, 0.0])
+    limit = 10.0 * float(np.median(np.linalg.norm(near - centre, axis=1)))
+    np.testing.assert_array_equal(out[:10], near)
+    np.testing.assert_allclose(np.linalg.norm(out[10:13] - centre, axis=1), limit, rtol=1e-9)
+    before = (far - centre) / np.linalg.norm(far - centre, axis=1, keepdims=True)
+    after = (out[10:13] - centre) / limit
+    np.testing.assert_allclose(after, before, atol=1e-12)
+    assert info == {"undetermined": 4, "pulled_in": 3, "far_distance": round(limit, 6)}
+    np.testing.assert_array_equal(out[-1], points[-1])  # seen once: undetermined, but nearer than the limit
+
+
 def test_densify_reproduces_a_plane_in_inverse_depth() -> None:
     """Samples of a plane (linear in inverse depth over the image) are interpolated exactly
     inside their hull and by the nearest sample outside it."""

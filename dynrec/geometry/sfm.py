@@ -373,6 +373,27 @@ def triangulate(xy: np.ndarray, visible: np.ndarray, K: np.ndarray, w2c: np.ndar
     return points, ok
 
 
+def parallax_deg(points: np.ndarray, visible: np.ndarray, w2c: np.ndarray) -> np.ndarray:
+    """Widest angle (degrees) between the rays from the camera centres that see each point.
+
+    ``points`` [N, 3], ``visible`` [N, T], ``w2c`` [T, 4, 4]. The ray farthest from a point's
+    mean ray is one end of the spread; the result is the widest angle to it (exact when the
+    rays sweep one way, as a moving camera's do). 0 for points seen once or not at all (or
+    NaN). A point's depth is only as good as its parallax: at 1 degree, 0.2 degrees of
+    pixel noise is 20% of it; a point 'at infinity' has none.
+    """
+    centres = np.linalg.inv(w2c)[:, :3, 3]  # [T, 3]
+    rays = points[:, None, :] - centres[None]  # [N, T, 3]
+    rays = rays / np.linalg.norm(rays, axis=-1, keepdims=True).clip(1e-300)
+    seen = visible & np.isfinite(rays).all(-1)
+    rays = np.where(seen[..., None], rays, 0.0)
+    mean = rays.sum(1)
+    mean /= np.linalg.norm(mean, axis=-1, keepdims=True).clip(1e-300)
+    far = np.where(seen, np.einsum("ntk,nk->nt", rays, mean), np.inf).argmin(1)
+    cos = np.where(seen, np.einsum("ntk,nk->nt", rays, rays[np.arange(len(rays)), far]), 1.0)
+    return np.degrees(np.arccos(np.clip(cos.min(1), -1.0, 1.0)))
+
+
 def reprojection_errors(points: np.ndarray, xy: np.ndarray, visible: np.ndarray, K: np.ndarray,
                         w2c: np.ndarray) -> np.ndarray:
     """Pixel errors [N, T] of points [N, 3] against visible samples (NaN elsewhere)."""

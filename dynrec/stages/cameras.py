@@ -35,6 +35,7 @@ from dynrec.geometry.sfm import (
     background_observations,
     image_motion,
     incremental_init,
+    parallax_deg,
     relative_turn_gap,
     reprojection_errors,
     rotation_chain,
@@ -59,7 +60,9 @@ class CamerasParams:
     background tracks used (longest first), ``colmap_tracks`` of them given to pycolmap;
     ``robust_px`` Cauchy scale of the BA; ``ba_iterations``; ``ba_tolerance`` relative cost
     decrease that ends the BA; ``min_colmap_frames`` registered frames needed to seed the BA
-    from SfM; ``max_turn_gap``: SfM cameras whose rotation between the two-view pair (see
+    from SfM; ``min_parallax_deg`` / ``far_ratio``: points seen under less parallax have no
+    determined depth, and those beyond ``far_ratio`` x the determined points' median distance
+    are pulled in to it (see :func:`_far_plane`); ``max_turn_gap``: SfM cameras whose rotation between the two-view pair (see
     :func:`dynrec.geometry.sfm.two_view_start`) differs from the pair's essential matrix by
     more than this many degrees are a wrong minimum and are not used; ``seed``."""
 
@@ -79,6 +82,8 @@ class CamerasParams:
     smooth: float = 1.0
     min_colmap_frames: int = 3
     max_turn_gap: float = 3.0
+    min_parallax_deg: float = 1.0
+    far_ratio: float = 100.0
     seed: int = 0
 
 
@@ -202,6 +207,34 @@ def _agrees_with_two_views(col: colmap_sfm.ColmapResult, xy: np.ndarray, vis: np
                           f"essential matrix of their tracks says (more than max_turn_gap {params.max_turn_gap}): "
                           "a wrong minimum")
     return False
+
+
+def _far_plane(points: np.ndarray, used: np.ndarray, w2c: np.ndarray, params: CamerasParams
+               ) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """Points [N, 3] with those too far to place pulled in to a far distance, and what was done.
+
+    A point whose rays meet at under ``min_parallax_deg`` has no determined depth (the far
+    end of a street: 3e5 x the camera's path on HokQQ1U4PI0), and as depth it would
+    swamp the aligned depth maps and the reconstruction's losses. Such points beyond
+    ``far_ratio`` x the median distance of the determined points (from the mean centre of the
+    cameras that see them) are moved along their ray to that distance; reprojections barely
+    change (that is what too little parallax means). Nothing changes with fewer than 8
+    determined points (a rotating camera)."""
+    ok = np.isfinite(points[:, 0])
+    par = parallax_deg(np.where(ok[:, None], points, 0.0), used & ok[:, None], w2c)
+    determined = ok & (par >= params.min_parallax_deg)
+    if determined.sum() < 8:
+        return points, None
+    centres = np.linalg.inv(w2c)[:, :3, 3]
+    seen = used & ok[:, None]
+    mean_centre = (seen[..., None] * centres[None]).sum(1) / np.maximum(seen.sum(1), 1)[:, None]
+    dist = np.linalg.norm(np.where(ok[:, None], points, 0.0) - mean_centre, axis=1)
+    far = params.far_ratio * float(np.median(dist[determined]))
+    pull = ok & ~determined & (dist > far)
+    out = points.copy()
+    out[pull] = mean_centre[pull] + (points[pull] - mean_centre[pull]) * (far / dist[pull])[:, None]
+    return out, {"undetermined": int((ok & ~determined).sum()), "pulled_in": int(pull.sum()),
+                 "far_distance": round(far, 6)}
 
 
 def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba: bool) -> dict[str, Any]:
@@ -330,6 +363,7 @@ def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba
         w2c, points, focal, used, info["ba"] = result
         timings["ba_s"] = round(time.perf_counter() - t0, 3)
 
+    points, info["far_points"] = _far_plane(points, used, w2c, params)
     err = reprojection_errors(np.nan_to_num(points), xy, used, _intrinsics(focal, W, H, T), w2c)
     count = used.sum(1)
     ok = count > 0
@@ -371,7 +405,7 @@ def run(ctx: StageContext, params: CamerasParams) -> dict[str, Any]:
 
 
 def _check(params: CamerasParams) -> None:
-    check_fields("cameras", params, choices={"backend": BACKENDS}, positive=("focal_prior", "focal_min", "focal_max"),
+    check_fields("cameras", params, choices={"backend": BACKENDS}, positive=("focal_prior", "focal_min", "focal_max", "far_ratio"),
                  minimum={"max_tracks": 8, "colmap_tracks": 8, "ba_iterations": 1, "min_colmap_frames": 2})
 
 
