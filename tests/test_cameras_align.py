@@ -358,6 +358,46 @@ def test_parallax_and_far_points_pulled_in_along_their_rays():
     np.testing.assert_array_equal(out[-1], points[-1])  # seen once: undetermined, but nearer than the limit
 
 
+def test_camera_held_still_gets_rotations_only_and_plane_depth(tmp_path):
+    """A camera held still that drifts by a pixel and a half (turning 0.5 degrees, moving
+    half a millimetre) over a street: too little parallax to place points, so it gets
+    rotations chained frame to frame, no translation (method ``still``), and ``align`` a plane."""
+    import torch
+
+    from dynrec.artifacts import Frames
+    from dynrec.geometry.camera import project
+    from dynrec.geometry.se3 import so3_exp
+
+    T, W, H, f = 40, 160, 120, 144.0
+    rng = np.random.default_rng(0)
+    K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    t = np.arange(T) / (T - 1)
+    w2c = np.tile(np.eye(4), (T, 1, 1))
+    w2c[:, :3, :3] = so3_exp(torch.tensor(np.c_[0.003 * t, 0.008 * t, 0.001 * np.sin(6 * t)],
+                                          dtype=torch.float64)).numpy()
+    w2c[:, 0, 3] = 0.0005 * t
+    pts = np.c_[rng.uniform(-8, 8, 800), rng.uniform(-5, 2, 800), rng.uniform(2, 30, 800)]
+    xy = np.zeros((800, T, 2))
+    vis = np.zeros((800, T), bool)
+    for k in range(T):
+        uv, z = project(pts, K, w2c[k])
+        xy[:, k] = uv + rng.normal(0, 0.1, uv.shape)
+        vis[:, k] = (z > 0) & (uv[:, 0] > 0) & (uv[:, 0] < W) & (uv[:, 1] > 0) & (uv[:, 1] < H)
+    work = tmp_path / "work"
+    Frames(np.zeros((T, H, W, 3), np.uint8), 10.0, np.arange(T)).save(work / "frames")
+    Tracks(xy.astype(np.float32), vis, vis.astype(np.float32), vis.argmax(1)).save(work / "tracks")
+    Masks(np.zeros((T, H, W), bool)).save(work / "masks")
+    _save_depth(work / "depth", np.zeros((T, H, W)), "none")
+    info = cameras.run(_ctx(work, tmp_path / "out"), cameras.CamerasParams(backend="ba"))
+    assert info["method"] == "still" and "still_reason" in info and 0.5 < info["image_motion_px"] < 3
+    cams = Cameras.load(tmp_path / "out")
+    np.testing.assert_array_equal(cams.w2c[:, :3, 3], 0.0)
+    assert _max_turn_error_deg(cams.w2c, w2c) < 0.05 and abs(info["turn_deg"] - 0.49) < 0.05
+    assert len(SparsePoints.load(tmp_path / "out").xyz) == 0
+    ainfo = align.run(_ctx(work, tmp_path / "align", cameras=tmp_path / "out"), align.AlignParams())
+    assert ainfo["fast_path"] == "plane" and (Depth.load(tmp_path / "align").depth == 1).all()
+
+
 def test_densify_reproduces_a_plane_in_inverse_depth() -> None:
     """Samples of a plane (linear in inverse depth over the image) are interpolated exactly
     inside their hull and by the nearest sample outside it."""

@@ -42,7 +42,7 @@ def _cameras(info: dict[str, Any], frames: int) -> list[str]:
     if info.get("method") == "ba" and isinstance(err, float) and err > LIMITS["ba_reproj_px"]:
         out.append(f"cameras: SfM failed and the bundle-adjustment fallback left a median reprojection error of "
                    f"{err:.2f} px; the cameras (and everything after them) may be wrong")
-    if info.get("depth_init") in ("plane", "none"):
+    if info.get("depth_init") in ("plane", "none") and info.get("method") in ("ba", "colmap+ba"):
         start = "two views" if info.get("init") == "two-view" else "a plane"
         out.append(f"cameras: no depth maps, the bundle adjustment started from {start}; depth is interpolated "
                    "from sparse points (look at WORK/align)")

@@ -105,11 +105,12 @@ def run(ctx: StageContext, params: AlignParams) -> dict[str, Any]:
     bg = background_observations(tracks.xy, tracks.visible, masks)
     mono = depth.astype(np.float64)
     values: list[tuple[np.ndarray, np.ndarray]] = []
-    if cams.method == "static" and kind == "none":  # nothing to measure depth with: a plane at distance 1
-        ctx.console.print("[yellow]align: static cameras and no depth maps; the depth is a plane at distance 1[/]")
+    still = cams.method in ("static", "still")  # no parallax (see the cameras stage)
+    if still and kind == "none":  # nothing to measure depth with: a plane at distance 1
+        ctx.console.print("[yellow]align: static or still cameras and no depth maps; the depth is a plane at distance 1[/]")
         Depth(np.ones_like(depth, dtype=np.float32)).save(ctx.out)
         return {**info, "fast_path": "plane"}
-    if cams.method == "static":
+    if still:
         # no parallax, no points: fit every frame to a reference frame on background pixels
         ref = T // 2
         rng = np.random.default_rng(params.seed)

@@ -56,7 +56,9 @@ class CamerasParams:
     ``focal_max``: the plausible focal range (same units; an estimate outside it means the
     focal was not observable, e.g. a distant scene, and it is fixed at the prior instead);
     ``static_px``: a median background displacement (pixels) below this means a static
-    camera (0 = never); ``min_confidence`` of a track sample to be used; ``max_tracks``
+    camera (0 = never); ``still_px``: below this, and with no two frames 10 apart whose
+    background moved by 1 px, a camera held still that only shakes (rotations, no
+    translation, no points: method ``still``); ``min_confidence`` of a track sample to be used; ``max_tracks``
     background tracks used (longest first), ``colmap_tracks`` of them given to pycolmap;
     ``robust_px`` Cauchy scale of the BA; ``ba_iterations``; ``ba_tolerance`` relative cost
     decrease that ends the BA; ``min_colmap_frames`` registered frames needed to seed the BA
@@ -72,6 +74,7 @@ class CamerasParams:
     focal_min: float = 0.35
     focal_max: float = 2.0
     static_px: float = 0.5
+    still_px: float = 3.0
     min_confidence: float = 0.5
     max_tracks: int = 2000
     colmap_tracks: int = 1000
@@ -105,6 +108,21 @@ def _static(ctx: StageContext, params: CamerasParams, info: dict[str, Any]) -> d
     SparsePoints(np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros(0)).save(ctx.out)
     return {**info, "backend": params.backend, "method": "static", "frames": T, "registered_sfm": 0,
             "focal": focal, "reproj_error_px": None}
+
+
+def _still(ctx: StageContext, params: CamerasParams, info: dict[str, Any], xy: np.ndarray, vis: np.ndarray,
+           W: int, H: int, T: int) -> dict[str, Any]:
+    """A camera held still that shakes a little: its rotations chained frame to frame
+    (:func:`rotation_chain`), no translation, the focal prior, no points. Depth from the
+    sub-pixel parallax of such a camera is noise; `align` treats it like a static camera."""
+    focal = params.focal_prior * max(W, H)
+    w2c, ok = rotation_chain(xy, vis, _intrinsics(focal, W, H, 1)[0])
+    Cameras(_intrinsics(focal, W, H, T), w2c, W, H, "still").save(ctx.out)
+    SparsePoints(np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros(0)).save(ctx.out)
+    turn = relative_turn_gap(w2c, np.tile(np.eye(4), (T, 1, 1)), int(ok.argmax()), T - 1)
+    return {**info, "backend": params.backend, "method": "still", "frames": T, "focal": focal,
+            "unposed_frames": [int(t) for t in np.flatnonzero(~ok)], "turn_deg": round(turn, 4),
+            "reproj_error_px": None}
 
 
 def _background(ctx: StageContext, params: CamerasParams) -> tuple[Tracks, np.ndarray, dict[str, Any]]:
@@ -305,6 +323,11 @@ def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba
             K0 = _intrinsics(focal0, W, H, T)[0]
             dominance = rotation_dominance(xy, vis, K0)
             info["rotation_dominance"] = round(dominance, 4)
+            if not np.isfinite(dominance) and motion < params.still_px:
+                info["still_reason"] = (f"median background displacement {motion:.2f} px < still_px {params.still_px} "
+                                        "and no two frames 10 apart see it move by 1 px: no parallax to place "
+                                        "points with")
+                return _still(ctx, params, info, xy, vis, W, H, T)
             if dominance < 2 * params.rotation_ratio and params.refine_focal:
                 # maybe a panning camera whose focal differs from the prior: self-calibrate
                 f_rot, d_rot = rotation_focal(xy, vis, W, H)
