@@ -380,8 +380,8 @@ def test_all_tracks_lost_stops_the_tracks_stage(cli, tmp_path):
 
 
 def test_preprocess_offline_without_depth(scene, tmp_path, cli):
-    """`preprocess --offline` with no depth maps completes: cameras from the bundle adjustment
-    started on a plane, depth interpolated from the sparse points, close to the truth on the
+    """`preprocess --offline` with no depth maps completes: cameras from SfM or the bundle
+    adjustment started from two views, depth interpolated from the sparse points, close to the truth on the
     background up to the reconstruction's scale."""
     from dynrec.artifacts import Depth, Masks
 
