@@ -184,13 +184,35 @@ def test_align_uses_the_cameras_sparse_points(gt_work, tmp_path):
     shutil.rmtree(tmp_path / "cams")
 
 
+def _track_work(tmp_path: Path, pts: np.ndarray, K: np.ndarray, w2c: np.ndarray, size: tuple[int, int],
+                noise: float, rng: np.random.Generator, depth: np.ndarray, kind: str = "depth",
+                near: float = 0.0) -> Path:
+    """A work dir whose tracks are the projections of static ``pts`` [N, 3] into cameras
+    ``w2c`` [T, 4, 4] with Gaussian ``noise`` (pixels), visible in the image and beyond
+    ``near``; black frames, empty masks, ``depth`` [T, H, W] of ``kind``."""
+    from dynrec.artifacts import Frames
+    from dynrec.geometry.camera import project
+
+    (W, H), T = size, len(w2c)
+    xy = np.zeros((len(pts), T, 2))
+    vis = np.zeros((len(pts), T), bool)
+    for t in range(T):
+        uv, z = project(pts, K, w2c[t])
+        xy[:, t] = uv + rng.normal(0, noise, uv.shape)
+        vis[:, t] = (z > near) & (uv[:, 0] > 0) & (uv[:, 0] < W) & (uv[:, 1] > 0) & (uv[:, 1] < H)
+    work = tmp_path / "work"
+    Frames(np.zeros((T, H, W, 3), np.uint8), 10.0, np.arange(T)).save(work / "frames")
+    Tracks(xy.astype(np.float32), vis, vis.astype(np.float32), vis.argmax(1)).save(work / "tracks")
+    Masks(np.zeros((T, H, W), bool)).save(work / "masks")
+    _save_depth(work / "depth", depth, kind)
+    return work
+
+
 def test_panning_camera_is_initialised_as_a_rotation(tmp_path):
     """A camera turning on the spot over a distant scene (where depth + PnP is ambiguous):
     detected as rotation-dominant, focal self-calibrated, rotations recovered."""
     import torch
 
-    from dynrec.artifacts import Frames
-    from dynrec.geometry.camera import project
     from dynrec.geometry.se3 import so3_exp
 
     T, W, H, f = 20, 160, 120, 260.0
@@ -200,17 +222,7 @@ def test_panning_camera_is_initialised_as_a_rotation(tmp_path):
     w2c[:, :3, :3] = so3_exp(torch.tensor([[0.004 * t, 0.012 * t, 0.0] for t in range(T)], dtype=torch.float64)).numpy()
     dirs = np.c_[rng.uniform(-0.6, 0.9, 600), rng.uniform(-0.5, 0.5, 600), np.ones(600)]
     pts = dirs * rng.uniform(50, 80, (600, 1))
-    xy = np.zeros((600, T, 2))
-    vis = np.zeros((600, T), bool)
-    for t in range(T):
-        uv, z = project(pts, K, w2c[t])
-        xy[:, t] = uv + rng.normal(0, 0.2, uv.shape)
-        vis[:, t] = (z > 0) & (uv[:, 0] > 0) & (uv[:, 0] < W) & (uv[:, 1] > 0) & (uv[:, 1] < H)
-    work = tmp_path / "work"
-    Frames(np.zeros((T, H, W, 3), np.uint8), 10.0, np.arange(T)).save(work / "frames")
-    Tracks(xy.astype(np.float32), vis, vis.astype(np.float32), vis.argmax(1)).save(work / "tracks")
-    Masks(np.zeros((T, H, W), bool)).save(work / "masks")
-    _save_depth(work / "depth", np.ones((T, H, W)))
+    work = _track_work(tmp_path, pts, K, w2c, (W, H), 0.2, rng, np.ones((T, H, W)))
     ctx = _ctx(work, tmp_path / "out")
     info = cameras.run(ctx, cameras.CamerasParams(backend="ba"))
     assert info["init"] == "rotation" and info["rotation_dominance"] < 0.05
@@ -229,8 +241,6 @@ def _street(tmp_path: Path, T: int = 40) -> tuple[Path, np.ndarray]:
     depth maps (``depth_kind: none``). Returns the work dir and the true w2c [T, 4, 4]."""
     import torch
 
-    from dynrec.artifacts import Frames
-    from dynrec.geometry.camera import project
     from dynrec.geometry.se3 import so3_exp
 
     W, H, f = 160, 120, 144.0
@@ -246,18 +256,7 @@ def _street(tmp_path: Path, T: int = 40) -> tuple[Path, np.ndarray]:
     ground = np.c_[rng.uniform(-3, 3, 250), np.full(250, 1.6), rng.uniform(2, 30, 250)]
     far = np.c_[rng.uniform(-15, 15, 250), rng.uniform(-10, 1, 250), rng.uniform(60, 90, 250)]
     pts = np.concatenate([walls, ground, far])
-    xy = np.zeros((len(pts), T, 2))
-    vis = np.zeros((len(pts), T), bool)
-    for k in range(T):
-        uv, z = project(pts, K, w2c[k])
-        xy[:, k] = uv + rng.normal(0, 0.2, uv.shape)
-        vis[:, k] = (z > 0.5) & (uv[:, 0] > 0) & (uv[:, 0] < W) & (uv[:, 1] > 0) & (uv[:, 1] < H)
-    work = tmp_path / "work"
-    Frames(np.zeros((T, H, W, 3), np.uint8), 10.0, np.arange(T)).save(work / "frames")
-    Tracks(xy.astype(np.float32), vis, vis.astype(np.float32), vis.argmax(1)).save(work / "tracks")
-    Masks(np.zeros((T, H, W), bool)).save(work / "masks")
-    _save_depth(work / "depth", np.zeros((T, H, W)), "none")
-    return work, w2c
+    return _track_work(tmp_path, pts, K, w2c, (W, H), 0.2, rng, np.zeros((T, H, W)), "none", near=0.5), w2c
 
 
 def _max_turn_error_deg(est: np.ndarray, true: np.ndarray) -> float:
@@ -364,8 +363,6 @@ def test_camera_held_still_gets_rotations_only_and_plane_depth(tmp_path):
     rotations chained frame to frame, no translation (method ``still``), and ``align`` a plane."""
     import torch
 
-    from dynrec.artifacts import Frames
-    from dynrec.geometry.camera import project
     from dynrec.geometry.se3 import so3_exp
 
     T, W, H, f = 40, 160, 120, 144.0
@@ -377,17 +374,7 @@ def test_camera_held_still_gets_rotations_only_and_plane_depth(tmp_path):
                                           dtype=torch.float64)).numpy()
     w2c[:, 0, 3] = 0.0005 * t
     pts = np.c_[rng.uniform(-8, 8, 800), rng.uniform(-5, 2, 800), rng.uniform(2, 30, 800)]
-    xy = np.zeros((800, T, 2))
-    vis = np.zeros((800, T), bool)
-    for k in range(T):
-        uv, z = project(pts, K, w2c[k])
-        xy[:, k] = uv + rng.normal(0, 0.1, uv.shape)
-        vis[:, k] = (z > 0) & (uv[:, 0] > 0) & (uv[:, 0] < W) & (uv[:, 1] > 0) & (uv[:, 1] < H)
-    work = tmp_path / "work"
-    Frames(np.zeros((T, H, W, 3), np.uint8), 10.0, np.arange(T)).save(work / "frames")
-    Tracks(xy.astype(np.float32), vis, vis.astype(np.float32), vis.argmax(1)).save(work / "tracks")
-    Masks(np.zeros((T, H, W), bool)).save(work / "masks")
-    _save_depth(work / "depth", np.zeros((T, H, W)), "none")
+    work = _track_work(tmp_path, pts, K, w2c, (W, H), 0.1, rng, np.zeros((T, H, W)), "none")
     info = cameras.run(_ctx(work, tmp_path / "out"), cameras.CamerasParams(backend="ba"))
     assert info["method"] == "still" and "still_reason" in info and 0.5 < info["image_motion_px"] < 3
     cams = Cameras.load(tmp_path / "out")

@@ -58,13 +58,14 @@ class CamerasParams:
     ``static_px``: a median background displacement (pixels) below this means a static
     camera (0 = never); ``still_px``: below this, and with no two frames 10 apart whose
     background moved by 1 px, a camera held still that only shakes (rotations, no
-    translation, no points: method ``still``); ``min_confidence`` of a track sample to be used; ``max_tracks``
-    background tracks used (longest first), ``colmap_tracks`` of them given to pycolmap;
-    ``robust_px`` Cauchy scale of the BA; ``ba_iterations``; ``ba_tolerance`` relative cost
-    decrease that ends the BA; ``min_colmap_frames`` registered frames needed to seed the BA
-    from SfM; ``min_parallax_deg`` / ``far_ratio``: points seen under less parallax have no
-    determined depth, and those beyond ``far_ratio`` x the determined points' median distance
-    are pulled in to it (see :func:`_far_plane`); ``max_turn_gap``: SfM cameras whose rotation between the two-view pair (see
+    translation, no points: method ``still``); ``min_confidence`` of a track sample to be
+    used; ``max_tracks`` background tracks used (longest first), ``colmap_tracks`` of them
+    given to pycolmap; ``robust_px`` Cauchy scale of the BA; ``ba_iterations``;
+    ``ba_tolerance`` relative cost decrease that ends the BA; ``min_colmap_frames``
+    registered frames needed to seed the BA from SfM; ``min_parallax_deg`` / ``far_ratio``:
+    points seen under less parallax have no determined depth, and those beyond ``far_ratio``
+    x the determined points' median distance are pulled in to it (see :func:`_far_plane`);
+    ``max_turn_gap``: SfM cameras whose rotation between the two-view pair (see
     :func:`dynrec.geometry.sfm.two_view_start`) differs from the pair's essential matrix by
     more than this many degrees are a wrong minimum and are not used; ``seed``."""
 
@@ -119,7 +120,7 @@ def _still(ctx: StageContext, params: CamerasParams, info: dict[str, Any], xy: n
     w2c, ok = rotation_chain(xy, vis, _intrinsics(focal, W, H, 1)[0])
     Cameras(_intrinsics(focal, W, H, T), w2c, W, H, "still").save(ctx.out)
     SparsePoints(np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros(0)).save(ctx.out)
-    turn = relative_turn_gap(w2c, np.tile(np.eye(4), (T, 1, 1)), int(ok.argmax()), T - 1)
+    turn = relative_turn_gap(w2c, np.tile(np.eye(4), (T, 1, 1)), 0, T - 1)  # first to last frame
     return {**info, "backend": params.backend, "method": "still", "frames": T, "focal": focal,
             "unposed_frames": [int(t) for t in np.flatnonzero(~ok)], "turn_deg": round(turn, 4),
             "reproj_error_px": None}
@@ -274,6 +275,12 @@ def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba
     bounds = (params.focal_min, params.focal_max)
     info.update(backend=params.backend, frames=T, focal_prior=focal0, used_tracks=len(sel))
     timings: dict[str, float] = {}
+    dominance = rotation_dominance(xy, vis, _intrinsics(focal0, W, H, 1)[0])
+    info["rotation_dominance"] = round(dominance, 4)
+    if not np.isfinite(dominance) and motion < params.still_px:
+        info["still_reason"] = (f"median background displacement {motion:.2f} px < still_px {params.still_px} "
+                                "and no two frames 10 apart see it move by 1 px: no parallax to place points with")
+        return _still(ctx, params, info, xy, vis, W, H, T)
 
     col = None
     seed_ok = False
@@ -320,14 +327,6 @@ def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba
         focal = col.focal if seed_ok else focal0
         rotating = False
         if not seed_ok:
-            K0 = _intrinsics(focal0, W, H, T)[0]
-            dominance = rotation_dominance(xy, vis, K0)
-            info["rotation_dominance"] = round(dominance, 4)
-            if not np.isfinite(dominance) and motion < params.still_px:
-                info["still_reason"] = (f"median background displacement {motion:.2f} px < still_px {params.still_px} "
-                                        "and no two frames 10 apart see it move by 1 px: no parallax to place "
-                                        "points with")
-                return _still(ctx, params, info, xy, vis, W, H, T)
             if dominance < 2 * params.rotation_ratio and params.refine_focal:
                 # maybe a panning camera whose focal differs from the prior: self-calibrate
                 f_rot, d_rot = rotation_focal(xy, vis, W, H)
@@ -428,7 +427,8 @@ def run(ctx: StageContext, params: CamerasParams) -> dict[str, Any]:
 
 
 def _check(params: CamerasParams) -> None:
-    check_fields("cameras", params, choices={"backend": BACKENDS}, positive=("focal_prior", "focal_min", "focal_max", "far_ratio"),
+    check_fields("cameras", params, choices={"backend": BACKENDS},
+                 positive=("focal_prior", "focal_min", "focal_max", "far_ratio"),
                  minimum={"max_tracks": 8, "colmap_tracks": 8, "ba_iterations": 1, "min_colmap_frames": 2})
 
 
