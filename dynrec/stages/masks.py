@@ -238,6 +238,6 @@ def _check(params: MasksParams) -> None:
 
 
 STAGE = StageSpec(
-    name="masks", version=7, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
+    name="masks", version=8, upstream=("frames", "tracks", "depth"), params=MasksParams, run=run,
     external=gt_external("masks"), summary="foreground masks [T,H,W]", weights=_weights, check=_check,
 )

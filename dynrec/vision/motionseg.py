@@ -25,7 +25,9 @@
    whether a static 3D point explains the whole track: COLMAP's incremental mapper
    (pycolmap) poses the cameras from all tracks (its RANSAC and bundle adjustment reject the
    moving ones), each track is triangulated from all its samples, and its reprojection
-   residual, in units of the robust noise of all residuals, is the evidence.
+   residual, in units of the robust noise of all residuals, is the evidence. Its false alarms
+   (background tracks whose anchor drifted by a few pixels) are dropped when the track moves
+   as the still tracks around it do (:func:`local_motion`).
 2. **Dense masks** (:func:`segment`), per frame: tracks that move (enough pairs, and in that
    frame) are foreground seeds, kept when they form a cluster (isolated mistracked points
    are dropped); still tracks are background seeds; beyond ``reach`` of every foreground
@@ -70,7 +72,10 @@ class MotionParams:
     unexplained (:func:`dynrec.geometry.sfm.rotation_dominance`); a track's residual (rms,
     in units of the robust noise) maps linearly from score 0 at ``still_sigmas`` to 1 at
     ``moving_sigmas``; a frame's score uses the ``window`` frames around it; COLMAP poses at
-    most ``sfm_frames`` frames."""
+    most ``sfm_frames`` frames. A track only the multi-view model calls moving keeps that
+    call when it moved against its ``local_k`` nearest still tracks (combined score under
+    ``local_still``) in at least ``local_moving`` of the pairs over ``local_gaps``
+    (:func:`local_motion`)."""
 
     gaps: tuple[int, ...] = (2, 4, 8, 16)
     threshold_px: float = 1.0
@@ -86,6 +91,10 @@ class MotionParams:
     moving_sigmas: float = 6.0
     window: int = 5
     sfm_frames: int = 60
+    local_k: int = 6
+    local_gaps: tuple[int, ...] = (2, 4, 8)
+    local_still: float = 0.2
+    local_moving: float = 0.5
 
 
 def _pinhole(width: int, height: int, focal: float) -> np.ndarray:
@@ -303,6 +312,37 @@ def multiview_scores(err: np.ndarray, params: MotionParams | None = None) -> Mot
     return MotionScores(track, count.astype(float), sample)
 
 
+def local_motion(xy: np.ndarray, visible: np.ndarray, still: np.ndarray,
+                 params: MotionParams | None = None) -> np.ndarray:
+    """Fraction of its frame pairs in which each track moved against the still tracks around it
+    [N] (NaN where never compared).
+
+    For pairs ``(t, t + g)``, g in ``local_gaps``, a track's displacement is compared with the
+    median displacement of its ``local_k`` nearest ``still`` [N] tracks (itself left out); it
+    moved when they differ by more than 1 px + 10% of that displacement. No camera model: a
+    background point moves as the background around it whatever the camera does, while a
+    moving subject (or a point in front of a farther background) does not. ``xy`` [N, T, 2],
+    ``visible`` [N, T] as :func:`motion_scores`."""
+    params = params or MotionParams()
+    N, T = visible.shape
+    k = params.local_k
+    hits, count = np.zeros(N), np.zeros(N)
+    for gap in params.local_gaps:
+        for t in range(T - gap):
+            both = visible[:, t] & visible[:, t + gap]
+            ref, query = np.flatnonzero(both & still), np.flatnonzero(both)
+            if len(ref) <= k:
+                continue
+            d = xy[:, t + gap].astype(np.float64) - xy[:, t]
+            _, nn = cKDTree(xy[ref, t]).query(xy[query, t], k=k + 1)
+            near = ref[nn]
+            order = np.argsort(near == query[:, None], axis=1, kind="stable")[:, :k]  # itself last, then dropped
+            pred = np.median(d[np.take_along_axis(near, order, 1)], axis=1)
+            hits[query] += np.linalg.norm(d[query] - pred, axis=1) > 1.0 + 0.1 * np.linalg.norm(pred, axis=1)
+            count[query] += 1
+    return np.where(count > 0, hits / np.maximum(count, 1), np.nan)
+
+
 def camera_motion_scores(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray | None, size: tuple[int, int],
                          params: MotionParams | None = None) -> tuple[MotionScores, str]:
     """Motion scores and the method used: ``"multiview+pairs"`` for a camera that translates
@@ -322,6 +362,11 @@ def camera_motion_scores(xy: np.ndarray, visible: np.ndarray, depth: np.ndarray 
                 # either model's evidence counts: the pairs see what a static point can also
                 # explain over the whole video (e.g. a walker the camera passes)
                 multi, pairs = multiview_scores(err, params), motion_scores(xy, visible, depth, size, params)
+                # the multi-view model's false alarms move as the still tracks around them do
+                still = np.nan_to_num(np.fmax(multi.track, pairs.track), nan=1.0) < params.local_still
+                demoted = ~(local_motion(xy, visible, still, params) >= params.local_moving)
+                multi.track[demoted & (np.nan_to_num(multi.track) > np.nan_to_num(pairs.track))] = np.nan
+                multi.sample[np.isnan(multi.track)] = np.nan
                 return MotionScores(np.fmax(multi.track, pairs.track), np.maximum(multi.pairs, pairs.pairs),
                                     np.fmax(multi.sample, pairs.sample),
                                     weak=np.nan_to_num(multi.track) > np.nan_to_num(pairs.track)), "multiview+pairs"
