@@ -193,6 +193,58 @@ def test_majority_vote_follows_the_flow_of_a_moving_block():
     assert (carried[inner] & truth[inner]).sum() / (carried[inner] | truth[inner]).sum() > 0.97
 
 
+def _spinning_bar(T: int = 10, W: int = 96, H: int = 72) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A panning camera (the background texture moves 1.5 px a frame) and a thin bright bar
+    spinning half a radian a frame, too fast to track: (frames [T, H, W, 3], bar masks
+    [T, H, W], exact tracks of a background grid [N, T, 2])."""
+    back, paint = texture(W + 40, H, seed=5) * 0.5, 0.5 + 0.5 * texture(W, H, seed=6, cell=2.0)
+    frames, masks = [], []
+    for t in range(T):
+        img = shifted(back, -1.5 * t, 0.0, (W, H)).astype(np.float32) / 255
+        bar = np.zeros((H, W), np.uint8)
+        a = 0.5 * t
+        tip = 22 * np.array([np.cos(a), np.sin(a)])
+        cv2.line(bar, tuple(np.round([48, 36] - tip).astype(int)), tuple(np.round([48, 36] + tip).astype(int)), 1, 3)
+        img[bar > 0] = paint[bar > 0]
+        frames.append((img * 255).round().astype(np.uint8))
+        masks.append(bar > 0)
+    gx, gy = np.meshgrid(np.arange(4, W, 6) + 0.5, np.arange(4, H, 6) + 0.5)
+    start = np.c_[gx.ravel(), gy.ravel()]
+    xy = np.stack([start - [1.5 * t, 0.0] for t in range(T)], axis=1)
+    return np.stack(frames), np.stack(masks), xy
+
+
+def test_a_part_too_fast_to_track_is_found_by_the_change_the_background_cannot_explain():
+    """No track lies on the bar (all are still background), so the tracks alone find nothing;
+    the colour the background's motion cannot explain in the neighbouring frames finds the
+    bar and nothing else, and the masks grown from it cover it."""
+    from dataclasses import replace
+
+    from dynrec.vision.motionseg import MaskParams, MotionScores, changed_pixels, unexplained_change
+
+    frames, truth, xy = _spinning_bar()
+    T, H, W = truth.shape
+    visible = (xy[..., 0] >= 0) & (xy[..., 0] < W)
+    still = np.ones(len(xy), bool)
+    blurred = [cv2.GaussianBlur(f.astype(np.float32) / 255, (0, 0), 1.0) for f in frames]
+    params = MaskParams()
+    near = np.stack([cv2.dilate(m.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 for m in truth])
+    for t in range(2, T - 2):
+        found = changed_pixels(unexplained_change(blurred, xy, visible, still, t, params.unexplained_gaps), params)
+        px = np.floor(found).astype(int)
+        on = near[t, px[:, 1], px[:, 0]]
+        assert on.mean() > 0.97  # nothing of the background
+        hit = np.zeros((H, W), bool)
+        hit[px[:, 1], px[:, 0]] = True
+        assert (hit & truth[t]).sum() > 0.6 * truth[t].sum()
+    scores = MotionScores(np.zeros(len(xy)), np.full(len(xy), 40.0), np.zeros(visible.shape))
+    masks = segment(frames, xy, visible, scores, params=params)
+    inner = slice(1, T - 1)
+    iou = (masks[inner] & truth[inner]).sum((1, 2)) / (masks[inner] | truth[inner]).sum((1, 2))
+    assert iou.mean() > 0.7, iou
+    assert not segment(frames, xy, visible, scores, params=replace(params, unexplained_gaps=())).any()
+
+
 def test_prompt_keeps_only_the_named_subject():
     frames, first = _moving_square()
     second = np.zeros_like(first)

@@ -32,8 +32,12 @@
    frame) are foreground seeds, kept when they form a cluster (isolated mistracked points
    are dropped); still tracks are background seeds; beyond ``reach`` of every foreground
    seed is background, and so is, with depth, every pixel the static-scene prediction of
-   neighbouring frames explains (:func:`change_map`). ``cv2.grabCut`` on a chroma-weighted
-   Lab image labels the rest; a 3-frame majority smooths the masks in time; a second,
+   neighbouring frames explains (:func:`change_map`). Without a prompt, the pixels whose
+   colour the still tracks' interpolated motion cannot explain in any of the nearest frames
+   are foreground seeds too (:func:`unexplained_change`: parts too thin or fast to track).
+   ``cv2.grabCut`` on a chroma-weighted Lab image labels the rest; a 3-frame majority
+   (carried along the optical flow) smooths the masks in time, except near those pixels,
+   where the flow fails; a second,
    boundary-only GrabCut on plain Lab settles the one-pixel rim (video chroma is
    subsampled, so chroma alone smears the subject outwards).
 3. A **prompt** names the subject (:func:`prompt_tracks`): its tracks are foreground seeds
@@ -495,7 +499,10 @@ class MaskParams:
     chain of such tracks, each step under ``weak_link`` (fraction of max(W, H)), links them to
     a moving one in that frame (a subject's slow parts move with its fast ones). Tracks only the
     multi-view model calls moving (:attr:`MotionScores.weak`) are such in-between tracks too,
-    unless fewer than ``min_strong`` tracks are moving by the pairs' evidence."""
+    unless fewer than ``min_strong`` tracks are moving by the pairs' evidence.
+    ``unexplained_gaps``: frames compared by :func:`unexplained_change` (empty: not used);
+    ``unexplained``, ``unexplained_sigmas``, ``unexplained_min_px``: see
+    :func:`changed_pixels`."""
 
     moving: float = 0.5
     sample_moving: float = 0.3
@@ -515,6 +522,10 @@ class MaskParams:
     min_strong: int = 8
     nearest_seed: bool = True
     flow_majority: bool = True
+    unexplained_gaps: tuple[int, ...] = (-2, -1, 1, 2)
+    unexplained: float = 0.08
+    unexplained_sigmas: float = 8.0
+    unexplained_min_px: int = 6
 
 
 def _clustered(points: np.ndarray, link: float, min_cluster: float) -> np.ndarray:
@@ -662,6 +673,63 @@ def temporal_majority(masks: np.ndarray, frames: np.ndarray | None = None) -> np
     return votes >= 2
 
 
+def unexplained_change(blurred: list[np.ndarray], xy: np.ndarray, visible: np.ndarray, still: np.ndarray, t: int,
+                       gaps: tuple[int, ...]) -> np.ndarray:
+    """How much of frame ``t`` the still background's motion cannot explain [H, W] (NaN: unknown).
+
+    For each gap ``g`` (frame ``u = t + g``) the displacement of the ``still`` [N] tracks seen
+    at t and u is interpolated over the image (linearly over their Delaunay triangles), frame u is pulled back to t along it and the colour difference
+    (RGB in [0, 1] of the ``blurred`` [T] frames [H, W, 3] float32) is taken; the minimum over
+    the gaps is returned. Outside the tracks' convex hull nothing is known (an object entering
+    at the image's edge has no tracks yet, and extrapolated motion is wrong on it). A static surface matches in some frame (before or after, whichever
+    does not hide it); a surface that moves on its own matches in none, however thin or fast
+    it is (a spinning blade no track survives on)."""
+    from scipy.interpolate import LinearNDInterpolator
+    from scipy.spatial import QhullError
+
+    H, W = blurred[t].shape[:2]
+    T = len(blurred)
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    pix = np.c_[xs.ravel() + 0.5, ys.ravel() + 0.5]
+    best = np.full((H, W), np.nan, np.float32)
+    for g in gaps:
+        u = t + g
+        if not 0 <= u < T:
+            continue
+        b = np.flatnonzero(still & visible[:, t] & visible[:, u])
+        if len(b) < 8:
+            continue
+        at, d = xy[b, t].astype(np.float64), (xy[b, u] - xy[b, t]).astype(np.float64)
+        try:
+            disp = LinearNDInterpolator(at, d)(pix).reshape(H, W, 2).astype(np.float32)
+        except QhullError:  # degenerate (e.g. collinear) tracks: nothing known
+            continue
+        pulled = cv2.remap(blurred[u], xs + disp[..., 0], ys + disp[..., 1], cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=(np.nan,) * 3)
+        diff = np.linalg.norm(pulled - blurred[t], axis=-1)
+        best = np.fmin(best, diff)
+    return best
+
+
+def changed_pixels(change: np.ndarray, params: MaskParams) -> np.ndarray:
+    """Pixels of an :func:`unexplained_change` map [H, W] that moved on their own -> [P, 2]
+    (x, y, +0.5 centres): above ``params.change`` and above the map's median plus
+    ``params.unexplained_sigmas`` robust deviations, opened by a 3x3 square, in components of at
+    least ``params.unexplained_min_px`` pixels."""
+    known = np.isfinite(change)
+    if not known.any():
+        return np.zeros((0, 2))
+    values = change[known]
+    med = float(np.median(values))
+    thr = max(params.unexplained, med + params.unexplained_sigmas * 1.4826 * float(np.median(np.abs(values - med))))
+    hit = (np.nan_to_num(change) > thr).astype(np.uint8)
+    hit = cv2.morphologyEx(hit, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(hit, connectivity=8)
+    big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= params.unexplained_min_px)
+    ys, xs = np.nonzero(np.isin(labels, big[big > 0]))
+    return np.c_[xs + 0.5, ys + 0.5]
+
+
 def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: MotionScores,
             depth: np.ndarray | None = None, subject: np.ndarray | None = None,
             params: MaskParams | None = None, motion: MotionParams | None = None,
@@ -690,6 +758,8 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
     if subject is not None:
         is_subject[subject] = True
     out = np.zeros((T, H, W), bool)
+    blurred = [cv2.GaussianBlur(f.astype(np.float32) / 255.0, (0, 0), 1.0) for f in frames]
+    changed = np.zeros((T, H, W), bool)
     for t in range(T):
         vis = visible[:, t]
         fg = (vis & moving & (sample[:, t] >= params.sample_moving)) | (vis & is_subject)
@@ -718,10 +788,18 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
                     poses[u] = pose
             change = change_map(frames, depth, t, poses, K)
             still = np.isfinite(change) & (change < params.static_change)
+        if params.unexplained_gaps and subject is None:
+            moved = changed_pixels(unexplained_change(blurred, xy, visible, static, t, params.unexplained_gaps), params)
+            fg_xy, firm = np.concatenate([fg_xy, moved]), np.r_[firm, np.zeros(len(moved), bool)]
+            m = np.clip(np.floor(moved).astype(int), 0, [W - 1, H - 1])
+            changed[t, m[:, 1], m[:, 0]] = True
         out[t] = _grabcut(frames[t], fg_xy, xy[bg, t], still, params, firm)
         if progress is not None:
             progress(t + 1, T)
-    out = temporal_majority(out, frames if params.flow_majority else None)
+    voted = temporal_majority(out, frames if params.flow_majority else None)
+    # what moved in a frame by its own evidence stays: the flow fails on fast thin parts
+    near = np.stack([cv2.dilate(c.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 for c in changed])
+    out = voted | (out & near)
     out = np.stack([refine_boundary(frames[t], out[t], params.iters) for t in range(T)])
     if subject is not None and len(subject):
         for t in range(T):
