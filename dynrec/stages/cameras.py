@@ -211,13 +211,18 @@ def _agrees_with_two_views(col: colmap_sfm.ColmapResult, xy: np.ndarray, vis: np
     """Whether SfM's cameras turn between the two-view pair as the pair's essential matrix
     says. COLMAP's incremental mapper can settle in a minimum that trades rotation for
     translation (a camera walking down a street turned 21-28 degrees where it turned 0.2);
-    the check costs one essential matrix. Writes the gap (or the rejection) into ``record``."""
-    start = two_view_start(xy, vis, _intrinsics(col.focal, W, H, 1)[0])
+    the check costs one essential matrix. When the two-view pair is not among SfM's registered
+    frames (it registered 3 of HokQQ1U4PI0's 100), the pair is chosen among them. Writes the
+    gap (or the rejection) into ``record``."""
+    K = _intrinsics(col.focal, W, H, 1)[0]
+    start = two_view_start(xy, vis, K)
+    if start is not None and not col.registered[start.posed].all():
+        # the pair is not among SfM's frames: check SfM on a pair of its own frames instead
+        start = two_view_start(xy, vis & col.registered[None], K)
+        record["two_view_pair"] = "among the registered frames"
     if start is None:
         return True
     i, j = (int(t) for t in np.flatnonzero(start.posed))
-    if not (col.registered[i] and col.registered[j]):
-        return True
     gap = relative_turn_gap(col.w2c, start.w2c, i, j)
     record["two_view_gap_deg"] = round(gap, 3)
     if gap <= params.max_turn_gap:
@@ -433,6 +438,6 @@ def _check(params: CamerasParams) -> None:
 
 
 STAGE = StageSpec(
-    name="cameras", version=3, upstream=('frames', 'tracks', 'masks', 'depth'), params=CamerasParams, run=run,
+    name="cameras", version=4, upstream=('frames', 'tracks', 'masks', 'depth'), params=CamerasParams, run=run,
     external=gt_external("cameras"), summary="per-frame K and w2c, sparse background points", check=_check,
 )
