@@ -361,12 +361,15 @@ def test_parallax_and_far_points_pulled_in_along_their_rays():
     np.testing.assert_array_equal(out[-1], points[-1])  # seen once: undetermined, but nearer than the limit
 
 
-def test_camera_held_still_gets_rotations_only_and_plane_depth(tmp_path):
+def test_camera_held_still_gets_rotations_only_and_plane_depth(tmp_path, monkeypatch):
     """A camera held still that drifts by a pixel and a half (turning 0.5 degrees, moving
     half a millimetre) over a street: too little parallax to place points, so it gets
-    rotations chained frame to frame, no translation (method ``still``), and ``align`` a plane."""
+    rotations chained frame to frame, no translation (method ``still``), and ``align`` a plane.
+    When SfM registers every frame (here a stand-in returning the true cameras: a boat that
+    moves its far shore as little), its cameras are used instead."""
     import torch
 
+    from dynrec.geometry.colmap import ColmapResult
     from dynrec.geometry.se3 import so3_exp
 
     T, W, H, f = 40, 160, 120, 144.0
@@ -381,12 +384,22 @@ def test_camera_held_still_gets_rotations_only_and_plane_depth(tmp_path):
     work = _track_work(tmp_path, pts, K, w2c, (W, H), 0.1, rng, np.zeros((T, H, W)), "none")
     info = cameras.run(_ctx(work, tmp_path / "out"), cameras.CamerasParams(backend="ba"))
     assert info["method"] == "still" and "still_reason" in info and 0.5 < info["image_motion_px"] < 3
+    assert info["undetermined_share"] > 0.9  # the bundle adjustment ran first and placed nothing
     cams = Cameras.load(tmp_path / "out")
     np.testing.assert_array_equal(cams.w2c[:, :3, 3], 0.0)
     assert _max_turn_error_deg(cams.w2c, w2c) < 0.05 and abs(info["turn_deg"] - 0.49) < 0.05
     assert len(SparsePoints.load(tmp_path / "out").xyz) == 0
     ainfo = align.run(_ctx(work, tmp_path / "align", cameras=tmp_path / "out"), align.AlignParams())
     assert ainfo["fast_path"] == "plane" and (Depth.load(tmp_path / "align").depth == 1).all()
+
+    def fake_colmap(xy, visible, width, height, focal, **kwargs):
+        return ColmapResult(np.ones(T, bool), w2c, f, np.full((len(xy), 3), np.nan), np.zeros((len(xy), T), bool), 0.2, 90)
+
+    monkeypatch.setattr(cameras.colmap_sfm, "available", lambda: True)
+    monkeypatch.setattr(cameras.colmap_sfm, "run_colmap", fake_colmap)
+    info = cameras.run(_ctx(work, tmp_path / "sfm"), cameras.CamerasParams(backend="learned"))
+    assert info["method"] == "colmap"
+    np.testing.assert_allclose(Cameras.load(tmp_path / "sfm").w2c, w2c, atol=1e-6)
 
 
 def test_densify_reproduces_a_plane_in_inverse_depth() -> None:
