@@ -3,7 +3,8 @@
 Backends: ``learned`` (default) prompts SAM (:mod:`dynrec.learned.sam`) in every frame with
 up to ``sam_points`` points of the tracks that move against the camera motion (or of the
 subject named by ``prompt``); ``gt`` copies a synth scene's ground truth; ``offline`` segments what moves
-against the camera motion (:mod:`dynrec.vision.motionseg`): the tracks' motion scores give
+against the camera motion (:mod:`dynrec.vision.motionseg`): the tracks' motion scores (and
+the colour the still tracks' motion cannot explain, for parts too fast to track) give
 foreground and background seeds, GrabCut makes them dense, a 3-frame majority smooths them
 in time. The cameras stage runs after this one, so the camera motion is estimated here from
 the tracks (PnP with z-depth from the depth stage, fundamental matrices without; the latter
