@@ -349,7 +349,7 @@ def test_parallax_and_far_points_pulled_in_along_their_rays():
     assert (par[10:13] < 1e-3).all() and par[-1] == 0
 
     params = cameras.CamerasParams(far_ratio=10.0)
-    out, info = cameras._far_plane(points, seen, w2c, params)
+    out, info = cameras._far_plane(points, seen, w2c, cameras._parallax(points, seen, w2c), params)
     centre = np.array([0.5, 0.0, 0.0])
     limit = 10.0 * float(np.median(np.linalg.norm(near - centre, axis=1)))
     np.testing.assert_array_equal(out[:10], near)

@@ -235,7 +235,7 @@ def _agrees_with_two_views(col: colmap_sfm.ColmapResult, xy: np.ndarray, vis: np
     return False
 
 
-def _far_plane(points: np.ndarray, used: np.ndarray, w2c: np.ndarray, params: CamerasParams
+def _far_plane(points: np.ndarray, used: np.ndarray, w2c: np.ndarray, parallax: np.ndarray, params: CamerasParams
                ) -> tuple[np.ndarray, dict[str, Any] | None]:
     """Points [N, 3] with those too far to place pulled in to a far distance, and what was done.
 
@@ -244,11 +244,10 @@ def _far_plane(points: np.ndarray, used: np.ndarray, w2c: np.ndarray, params: Ca
     swamp the aligned depth maps and the reconstruction's losses. Such points beyond
     ``far_ratio`` x the median distance of the determined points (from the mean centre of the
     cameras that see them) are moved along their ray to that distance; reprojections barely
-    change (that is what too little parallax means). Nothing changes with fewer than 8
-    determined points (a rotating camera)."""
+    change (that is what too little parallax means). ``parallax`` [N]: :func:`_parallax`.
+    Nothing changes with fewer than 8 determined points (a rotating camera)."""
     ok = np.isfinite(points[:, 0])
-    par = parallax_deg(np.where(ok[:, None], points, 0.0), used & ok[:, None], w2c)
-    determined = ok & (par >= params.min_parallax_deg)
+    determined = ok & (parallax >= params.min_parallax_deg)
     if determined.sum() < 8:
         return points, None
     centres = np.linalg.inv(w2c)[:, :3, 3]
@@ -261,6 +260,13 @@ def _far_plane(points: np.ndarray, used: np.ndarray, w2c: np.ndarray, params: Ca
     out[pull] = mean_centre[pull] + (points[pull] - mean_centre[pull]) * (far / dist[pull])[:, None]
     return out, {"undetermined": int((ok & ~determined).sum()), "pulled_in": int(pull.sum()),
                  "far_distance": round(far, 6)}
+
+
+def _parallax(points: np.ndarray, used: np.ndarray, w2c: np.ndarray) -> np.ndarray:
+    """Parallax (degrees, :func:`dynrec.geometry.sfm.parallax_deg`) of the placed points [N, 3]
+    (NaN rows: unplaced, 0) over the samples ``used`` [N, T]."""
+    ok = np.isfinite(points[:, 0])
+    return parallax_deg(np.where(ok[:, None], points, 0.0), used & ok[:, None], w2c)
 
 
 def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba: bool) -> dict[str, Any]:
@@ -389,11 +395,12 @@ def _estimate(ctx: StageContext, params: CamerasParams, use_colmap: bool, use_ba
         timings["ba_s"] = round(time.perf_counter() - t0, 3)
 
     placed = np.isfinite(points[:, 0])
-    parallax = parallax_deg(np.where(placed[:, None], points, 0.0), used & placed[:, None], w2c)
+    parallax = _parallax(points, used, w2c)
     unplaced = float((placed & (parallax < params.min_parallax_deg)).sum() / max(placed.sum(), 1))
     info["undetermined_share"] = round(unplaced, 4)
-    points, info["far_points"] = _far_plane(points, used, w2c, params)
-    if method == "ba" and not np.isfinite(dominance) and motion < params.still_px and unplaced > params.still_undetermined:
+    points, info["far_points"] = _far_plane(points, used, w2c, parallax, params)
+    held = not np.isfinite(dominance) and motion < params.still_px
+    if method == "ba" and held and unplaced > params.still_undetermined:
         # the BA is asked first: a boat's camera on w4bYMjQH1s4 moves its far shore as little
         # (1.3 px) while travelling 2.4 m, and the BA places it (ATE 0.5%; held still: 29%)
         info["still_reason"] = (f"median background displacement {motion:.2f} px < still_px {params.still_px}, "

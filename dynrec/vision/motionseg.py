@@ -678,12 +678,13 @@ def unexplained_change(blurred: list[np.ndarray], xy: np.ndarray, visible: np.nd
     """How much of frame ``t`` the still background's motion cannot explain [H, W] (NaN: unknown).
 
     For each gap ``g`` (frame ``u = t + g``) the displacement of the ``still`` [N] tracks seen
-    at t and u is interpolated over the image (linearly over their Delaunay triangles), frame u is pulled back to t along it and the colour difference
-    (RGB in [0, 1] of the ``blurred`` [T] frames [H, W, 3] float32) is taken; the minimum over
-    the gaps is returned. Outside the tracks' convex hull nothing is known (an object entering
-    at the image's edge has no tracks yet, and extrapolated motion is wrong on it). A static surface matches in some frame (before or after, whichever
-    does not hide it); a surface that moves on its own matches in none, however thin or fast
-    it is (a spinning blade no track survives on)."""
+    at t and u is interpolated over the image (linearly over their Delaunay triangles), frame
+    u is pulled back to t along it and the colour difference (RGB in [0, 1] of the
+    ``blurred`` [T] frames [H, W, 3] float32) is taken; the minimum over the gaps is returned.
+    Outside the tracks' convex hull nothing is known (an object entering at the image's edge
+    has no tracks yet, and extrapolated motion is wrong on it). A static surface matches in
+    some frame (before or after, whichever does not hide it); a surface that moves on its own
+    matches in none, however thin or fast it is (a spinning blade no track survives on)."""
     from scipy.interpolate import LinearNDInterpolator
     from scipy.spatial import QhullError
 
@@ -712,13 +713,13 @@ def unexplained_change(blurred: list[np.ndarray], xy: np.ndarray, visible: np.nd
 
 
 def changed_pixels(change: np.ndarray, params: MaskParams) -> np.ndarray:
-    """Pixels of an :func:`unexplained_change` map [H, W] that moved on their own -> [P, 2]
-    (x, y, +0.5 centres): above ``params.change`` and above the map's median plus
-    ``params.unexplained_sigmas`` robust deviations, opened by a 3x3 square, in components of at
-    least ``params.unexplained_min_px`` pixels."""
+    """Pixels of an :func:`unexplained_change` map [H, W] that moved on their own -> [H, W]
+    bool: above ``params.unexplained`` and above the map's median plus
+    ``params.unexplained_sigmas`` robust deviations, opened by a 3x3 square, in components of
+    at least ``params.unexplained_min_px`` pixels."""
     known = np.isfinite(change)
     if not known.any():
-        return np.zeros((0, 2))
+        return np.zeros(change.shape, bool)
     values = change[known]
     med = float(np.median(values))
     thr = max(params.unexplained, med + params.unexplained_sigmas * 1.4826 * float(np.median(np.abs(values - med))))
@@ -726,8 +727,7 @@ def changed_pixels(change: np.ndarray, params: MaskParams) -> np.ndarray:
     hit = cv2.morphologyEx(hit, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     _, labels, stats, _ = cv2.connectedComponentsWithStats(hit, connectivity=8)
     big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= params.unexplained_min_px)
-    ys, xs = np.nonzero(np.isin(labels, big[big > 0]))
-    return np.c_[xs + 0.5, ys + 0.5]
+    return np.isin(labels, big[big > 0])
 
 
 def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: MotionScores,
@@ -789,10 +789,10 @@ def segment(frames: np.ndarray, xy: np.ndarray, visible: np.ndarray, scores: Mot
             change = change_map(frames, depth, t, poses, K)
             still = np.isfinite(change) & (change < params.static_change)
         if params.unexplained_gaps and subject is None:
-            moved = changed_pixels(unexplained_change(blurred, xy, visible, static, t, params.unexplained_gaps), params)
-            fg_xy, firm = np.concatenate([fg_xy, moved]), np.r_[firm, np.zeros(len(moved), bool)]
-            m = np.clip(np.floor(moved).astype(int), 0, [W - 1, H - 1])
-            changed[t, m[:, 1], m[:, 0]] = True
+            changed[t] = changed_pixels(unexplained_change(blurred, xy, visible, static, t, params.unexplained_gaps),
+                                        params)
+            ys, xs = np.nonzero(changed[t])
+            fg_xy, firm = np.concatenate([fg_xy, np.c_[xs + 0.5, ys + 0.5]]), np.r_[firm, np.zeros(len(xs), bool)]
         out[t] = _grabcut(frames[t], fg_xy, xy[bg, t], still, params, firm)
         if progress is not None:
             progress(t + 1, T)
